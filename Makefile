@@ -1,0 +1,38 @@
+# The README's quick start is exactly `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR := data
+DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p builtin://random
+
+.PHONY: demo test lint format clean
+
+# torch is pinned here (not in pyproject) so pip takes the local CPU build instead of a multi-GB CUDA one.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/policy-evaluator run $(DEMO_POLICIES) --suite navigation --data-dir $(DEMO_DIR) --run-name demo
+	$(BIN)/policy-evaluator summary $(DEMO_DIR)/demo/report.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Two pytest sessions: the multi-node `ray.cluster_utils.Cluster` tests need their own Ray, everything
+# else shares one Ray instance per session.
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not cluster" -q
+	$(BIN)/python -m pytest -m cluster -q
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""`EvalWorker`: owns a device and an LRU cache of loaded policies; runs work units with `sim.runner`.
+
+A plain class: the driver makes it a Ray actor with `ray.remote(EvalWorker).options(num_cpus=...,
+num_gpus=...)`, so resources are chosen where work is launched, and tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+
+import torch
+
+from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from sim.batch_policy import BatchPolicy
+from sim.errors import PolicyError
+from sim.policies import load_policy
+from sim.runner import EpisodeJob, run_episodes
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str, gpu_ids: list[str], cuda_available: bool) -> str:
+    """The torch device for this worker. Ray sets CUDA_VISIBLE_DEVICES to the actor's GPUs, so the first
+    visible GPU is `cuda:0`. CUDA asked for but absent falls back to CPU with a warning, so a report still
+    comes out of a box whose GPUs are only advertised (or missing)."""
+    if requested != "cuda":
+        return "cpu"
+    if not gpu_ids:
+        logger.warning("device cuda requested but Ray assigned this worker no GPU; using cpu")
+        return "cpu"
+    if not cuda_available:
+        logger.warning("device cuda requested (GPU ids %s) but torch sees no CUDA device; using cpu", gpu_ids)
+        return "cpu"
+    return "cuda:0"
+
+
+class EvalWorker:
+    """Loads each checkpoint at most once while it stays in the LRU cache (digest -> policy)."""
+
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        gpu_ids: list[str] | None = None,
+        num_threads: int = 1,
+        cache_size: int = 4,
+        lockstep_envs: int = 32,
+        node_id: str = "",
+    ) -> None:
+        self._gpu_ids = [str(i) for i in gpu_ids or []]
+        self._device = resolve_device(device, self._gpu_ids, torch.cuda.is_available())
+        self._cache: OrderedDict[str, BatchPolicy] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._lockstep_envs = lockstep_envs
+        self._node_id = node_id
+        self._name = f"worker-{os.getpid()}"
+        self._loads = 0
+        self._hits = 0
+        self._loaded: list[str] = []
+        torch.set_num_threads(max(1, num_threads))
+
+    def run(self, unit: WorkUnit, checkpoint_bytes: bytes) -> UnitResult:
+        """Play the unit's episodes. Checkpoint problems come back as `error` (the checkpoint fails, the
+        run goes on); anything else raises, and the driver decides whether to retry."""
+        started = time.perf_counter()
+        try:
+            policy, loaded = self._policy(unit.checkpoint_uri, unit.checkpoint_digest, checkpoint_bytes)
+            load_s = time.perf_counter() - started
+            jobs = [
+                EpisodeJob(env=unit.env, episode=episode, seed=seed, record_replay=episode in unit.replay_episodes)
+                for episode, seed in zip(unit.episodes, unit.seeds, strict=True)
+            ]
+            episodes = run_episodes(policy, jobs, lockstep_envs=self._lockstep_envs)
+        except PolicyError as exc:
+            return UnitResult(unit_id=unit.unit_id, worker=self._name, error=str(exc))
+        return UnitResult(
+            unit_id=unit.unit_id,
+            worker=self._name,
+            episodes=tuple(episodes),
+            loaded=loaded,
+            load_s=load_s,
+            run_s=time.perf_counter() - started - load_s,
+        )
+
+    def stats(self) -> WorkerStats:
+        return WorkerStats(
+            worker=self._name,
+            device=self._device,
+            node_id=self._node_id,
+            gpu_ids=tuple(self._gpu_ids),
+            loads=self._loads,
+            hits=self._hits,
+            loaded_checkpoints=tuple(self._loaded),
+        )
+
+    def _policy(self, uri: str, digest: str, data: bytes) -> tuple[BatchPolicy, bool]:
+        if digest in self._cache:
+            self._cache.move_to_end(digest)
+            self._hits += 1
+            return self._cache[digest], False
+        policy = load_policy(uri, data, self._device)
+        self._loads += 1
+        self._loaded.append(digest)
+        self._cache[digest] = policy
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return policy, True

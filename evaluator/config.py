@@ -1,0 +1,78 @@
+"""`EvalConfig`: every option of an evaluation, validated once at the edge (the CLI builds it from flags
+and the seed's environment variables; nothing below the CLI reads `os.environ`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Device(StrEnum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class EvalConfig(BaseModel):
+    """One evaluation run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy_uris: tuple[str, ...] = Field(min_length=1)
+    """Policies to evaluate: file:// or plain paths (file or directory of checkpoints), builtin://<name>."""
+    suite: str = "navigation"
+    """Registered suite name, or a path to a suite YAML/JSON file."""
+    device: Device = Device.CPU
+    data_dir: Path = Path("data")
+    """Where `<run_name>/report.json`, `episodes.parquet` and `replays/` are written."""
+    run_name: str = ""
+    """Defaults to `eval_<first policy>_<UTC timestamp>`."""
+    output_uri: str | None = None
+    """Extra copy of the run's outputs: a path or file:// URI."""
+    episodes: int | None = Field(default=None, ge=1, le=100_000)
+    """Episodes per environment (default: each environment's own count)."""
+    seed: int | None = None
+    """Override the suite's seed (episode seeds derive from it)."""
+    env: str | None = None
+    """Glob over environment names, e.g. 'maze*'."""
+    num_workers: int | None = Field(default=None, ge=1, le=1024)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=1.0, gt=0, le=8)
+    shard_size: int = Field(default=8, ge=1)
+    """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
+    cache_size: int = Field(default=4, ge=1)
+    """Loaded policies each worker keeps (LRU)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Tries per work unit before its checkpoint is marked failed (worker deaths, crashes)."""
+    replays: bool = True
+    """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
+    ray_address: str | None = None
+    """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
+
+    @field_validator("policy_uris", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return tuple(part.strip() for item in value for part in str(item).split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _default_run_name(self) -> EvalConfig:
+        if not self.run_name:
+            object.__setattr__(self, "run_name", default_run_name(self.policy_uris[0]))
+        elif not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.run_name):
+            raise ValueError(f"run_name {self.run_name!r} may hold only letters, digits, '_', '.', '-'")
+        return self
+
+
+def default_run_name(policy_uri: str, now: datetime | None = None) -> str:
+    """`eval_<policy>_<UTC timestamp>`, the policy part reduced to a file-name-safe slug."""
+    stem = policy_uri.split("://", 1)[-1].rstrip("/").rsplit("/", 1)[-1] or "policy"
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", stem)[:48]
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"eval_{slug}_{stamp}"

@@ -1,0 +1,361 @@
+"""The Ray driver: the only module that calls `.remote`, `ray.wait`, sets resource options or retries.
+
+Flow: resolve policies -> plan units -> start (or attach to) Ray -> put each checkpoint's bytes in the
+object store once -> start a pool of `EvalWorker` actors -> stream units to them with checkpoint
+affinity, collecting results with `ray.wait` in our own loop (not `ray.util.ActorPool`, which hands work
+to dead actors and stalls, ray#50313) -> reduce into a `Report`.
+
+Failure policy (written here, next to the code that applies it): a unit whose call raises (worker died,
+crash) is re-queued, up to `max_attempts` tries, and Ray restarts dead actors (`max_restarts`); a unit that
+returns a checkpoint error (cannot load, bad output) fails that checkpoint at once, and its remaining
+units are dropped. Either way the other checkpoints complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.exceptions import RayError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from actors.eval_worker import EvalWorker
+from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from evaluator import __version__
+from evaluator.config import Device, EvalConfig
+from evaluator.outputs import (
+    EpisodeRow,
+    atomic_write,
+    check_output_uri,
+    check_writable,
+    copy_to_output,
+    replay_path,
+    write_episodes,
+    write_report,
+)
+from evaluator.plan import make_plan
+from evaluator.report import CheckpointReport, PolicyReport, Report, Timing, WorkerReport, checkpoint_metrics
+from evaluator.sources import Checkpoint, resolve
+from sim.errors import UsageError
+from sim.metrics import EpisodeResult
+from sim.suites import Suite, get_suite
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT_PER_WORKER = 2
+"""Two units queued per actor hide the round trip between units without starving other actors."""
+WORKER_MAX_RESTARTS = 3
+
+
+@dataclass
+class RunOutcome:
+    report: Report
+    run_dir: Path
+    failed: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A checkpoint with the policy URI it came from."""
+
+    policy_uri: str
+    checkpoint: Checkpoint
+
+
+class _RayEvalWorker(EvalWorker):
+    """EvalWorker told its GPU ids and node by Ray (only known inside the actor process)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        context = ray.get_runtime_context()
+        super().__init__(gpu_ids=[str(i) for i in ray.get_gpu_ids()], node_id=context.get_node_id(), **kwargs)
+
+
+def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
+    """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input."""
+    started = time.perf_counter()
+    suite = load_suite(config)
+    entries = [_Entry(uri, checkpoint) for uri in config.policy_uris for checkpoint in resolve(uri)]
+    check_output_uri(config.output_uri)
+    check_writable(config.data_dir)
+    units = make_plan([e.checkpoint for e in entries], suite, shard_size=config.shard_size, replays=config.replays)
+    run_dir = config.data_dir / config.run_name
+
+    ray_init_s, started_ray = connect(config)
+    try:
+        num_workers = worker_count(config, ray.cluster_resources(), len(units))
+        workers = start_workers(config, num_workers)
+        collector = _Collector(run_dir, entries, suite)
+        eval_started = time.perf_counter()
+        with _progress(show_progress, sum(len(u.episodes) for u in units)) as advance:
+            scheduler = Scheduler(workers, entries, units, config.max_attempts)
+            scheduler.run(lambda unit, result: (collector.add(unit, result), advance(len(unit.episodes))))
+        evaluation_s = time.perf_counter() - eval_started
+        stats = [ray.get(worker.stats.remote()) for worker in workers]
+        for worker in workers:
+            ray.kill(worker)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
+    report = collector.report(config, timing, stats)
+    write_episodes(run_dir / "episodes.parquet", collector.rows())
+    write_report(run_dir, report)
+    if config.output_uri:
+        copy_to_output(run_dir, config.output_uri)
+    failed = any(c.error for p in report.policies for c in p.checkpoints)
+    return RunOutcome(report=report, run_dir=run_dir, failed=failed)
+
+
+def load_suite(config: EvalConfig) -> Suite:
+    suite = get_suite(config.suite).select(config.env).with_episodes(config.episodes)
+    return suite if config.seed is None else suite.model_copy(update={"seed": config.seed})
+
+
+def connect(config: EvalConfig) -> tuple[float, bool]:
+    """Attach to the running Ray (tests, `ray job submit` sets RAY_ADDRESS) or start a local one.
+    Returns (seconds spent, whether we started it and so must shut it down)."""
+    if ray.is_initialized():
+        return 0.0, False
+    started = time.perf_counter()
+    try:
+        if config.ray_address:
+            ray.init(address=config.ray_address, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RayError, RuntimeError, ValueError) as exc:
+        where = config.ray_address or "a local Ray instance"
+        raise UsageError(f"cannot connect to {where}: {str(exc).splitlines()[0]}; check --ray-address") from None
+    return time.perf_counter() - started, True
+
+
+def worker_count(config: EvalConfig, resources: dict[str, float], num_units: int) -> int:
+    """Explicit --num-workers, else as many as the cluster's CPUs (or GPUs for cuda) hold; never more
+    workers than units."""
+    if config.device is Device.CUDA and resources.get("GPU", 0) <= 0:
+        raise UsageError("--device cuda but the Ray cluster has no GPU; use --device cpu or a GPU cluster")
+    if config.num_workers:
+        count = config.num_workers
+    else:
+        count = int(resources.get("CPU", 1) // config.cpus_per_worker)
+        if config.device is Device.CUDA:
+            count = min(count, int(resources.get("GPU", 0) // config.gpus_per_worker))
+    return max(1, min(count, num_units))
+
+
+def start_workers(config: EvalConfig, count: int) -> list[ray.actor.ActorHandle]:
+    """Resources are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU."""
+    gpus = config.gpus_per_worker if config.device is Device.CUDA else 0
+    actor = ray.remote(_RayEvalWorker).options(
+        num_cpus=config.cpus_per_worker, num_gpus=gpus, max_restarts=WORKER_MAX_RESTARTS
+    )
+    threads = max(1, int(config.cpus_per_worker))
+    return [
+        actor.remote(device=config.device.value, num_threads=threads, cache_size=config.cache_size)
+        for _ in range(count)
+    ]
+
+
+class Scheduler:
+    """Explicit in-flight bookkeeping: which unit is on which worker, how often each unit was tried."""
+
+    def __init__(
+        self,
+        workers: Sequence[ray.actor.ActorHandle],
+        entries: Sequence[_Entry],
+        units: Sequence[WorkUnit],
+        max_attempts: int,
+    ) -> None:
+        self._workers = list(workers)
+        self._refs = {e.checkpoint.digest: ray.put(e.checkpoint.data) for e in entries}
+        self._pending: deque[WorkUnit] = deque(units)
+        self._in_flight: dict[ray.ObjectRef, tuple[int, WorkUnit]] = {}
+        self._load = [0] * len(self._workers)
+        self._held: list[list[str]] = [[] for _ in self._workers]
+        self._attempts: Counter[int] = Counter()
+        self._max_attempts = max_attempts
+
+    def run(self, on_result) -> None:
+        """Call `on_result(unit, result)` once per unit, in completion order."""
+        while self._pending or self._in_flight:
+            self._fill()
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+            for ref in ready:
+                worker, unit = self._in_flight.pop(ref)
+                self._load[worker] -= 1
+                result = self._collect(ref, unit, worker)
+                if result is None:
+                    continue
+                if result.error:
+                    self._drop_checkpoint(unit.checkpoint_digest, on_result, result)
+                on_result(unit, result)
+
+    def _fill(self) -> None:
+        for worker in range(len(self._workers)):
+            while self._pending and self._load[worker] < MAX_IN_FLIGHT_PER_WORKER:
+                unit = self._pick(worker)
+                ref = self._workers[worker].run.remote(unit, self._refs[unit.checkpoint_digest])
+                self._in_flight[ref] = (worker, unit)
+                self._load[worker] += 1
+                if unit.checkpoint_digest not in self._held[worker]:
+                    self._held[worker].append(unit.checkpoint_digest)
+
+    def _pick(self, worker: int) -> WorkUnit:
+        """Checkpoint affinity: a unit of a checkpoint this worker holds (most recent first), else one of a
+        checkpoint no worker holds yet, else the oldest pending unit."""
+        for digest in reversed(self._held[worker]):
+            for unit in self._pending:
+                if unit.checkpoint_digest == digest:
+                    self._pending.remove(unit)
+                    return unit
+        held_anywhere = {digest for held in self._held for digest in held}
+        for unit in self._pending:
+            if unit.checkpoint_digest not in held_anywhere:
+                self._pending.remove(unit)
+                return unit
+        return self._pending.popleft()
+
+    def _collect(self, ref: ray.ObjectRef, unit: WorkUnit, worker: int) -> UnitResult | None:
+        """The unit's result, or None when it was re-queued after a failure."""
+        try:
+            return ray.get(ref)
+        except RayError as exc:
+            self._attempts[unit.unit_id] += 1
+            attempts = self._attempts[unit.unit_id]
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempts < self._max_attempts:
+                logger.warning("unit %d failed on worker %d (%s); retrying", unit.unit_id, worker, reason)
+                self._pending.appendleft(unit)
+                return None
+            return UnitResult(unit_id=unit.unit_id, worker=str(worker), error=f"failed {attempts} times: {reason}")
+
+    def _drop_checkpoint(self, digest: str, on_result, result: UnitResult) -> None:
+        for unit in [u for u in self._pending if u.checkpoint_digest == digest]:
+            self._pending.remove(unit)
+            on_result(unit, UnitResult(unit_id=unit.unit_id, worker=result.worker, error=result.error))
+
+
+@dataclass
+class _Collector:
+    """Accumulates unit results as they stream in; writes replays at once, reduces at the end."""
+
+    run_dir: Path
+    entries: Sequence[_Entry]
+    suite: Suite
+    results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
+
+    def add(self, unit: WorkUnit, result: UnitResult) -> None:
+        index = unit.checkpoint_index
+        if result.error:
+            self.errors.setdefault(index, result.error)
+            return
+        entry = self.entries[index]
+        for episode in result.episodes:
+            self.results.setdefault(index, []).append(episode)
+            if episode.replay is not None:
+                path = replay_path(self.run_dir, index, entry.checkpoint.name, episode.env, episode.episode)
+                atomic_write(path, episode.replay)
+                self.replay_urls[(index, episode.env)] = path.resolve().as_uri()
+
+    def rows(self) -> list[EpisodeRow]:
+        """One row per episode: checkpoints in plan order, environments in suite order, then episode."""
+        env_order = {env.name: i for i, env in enumerate(self.suite.envs)}
+        rows = []
+        for index, entry in enumerate(self.entries):
+            for result in sorted(self.results.get(index, []), key=lambda r: (env_order[r.env], r.episode)):
+                checkpoint = entry.checkpoint
+                rows.append(
+                    EpisodeRow(entry.policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, result)
+                )
+        return rows
+
+    def timing(self, wall_s: float, ray_init_s: float, evaluation_s: float, stats: list[WorkerStats]) -> Timing:
+        agent_steps = sum(r.agent_steps for results in self.results.values() for r in results)
+        return Timing(
+            wall_s=wall_s,
+            ray_init_s=ray_init_s,
+            evaluation_s=evaluation_s,
+            agent_steps=agent_steps,
+            agent_steps_per_s=agent_steps / evaluation_s if evaluation_s > 0 else 0.0,
+            episodes=sum(len(results) for results in self.results.values()),
+            policy_loads=sum(s.loads for s in stats),
+            workers=len(stats),
+        )
+
+    def report(self, config: EvalConfig, timing: Timing, stats: list[WorkerStats]) -> Report:
+        policies: dict[str, list[CheckpointReport]] = {uri: [] for uri in config.policy_uris}
+        for index, entry in enumerate(self.entries):
+            checkpoint = entry.checkpoint
+            error = self.errors.get(index)
+            metrics = None if error else checkpoint_metrics(self.suite, self.results.get(index, []))
+            first_env = self.suite.envs[0].name
+            policies[entry.policy_uri].append(
+                CheckpointReport(
+                    name=checkpoint.name,
+                    uri=checkpoint.uri,
+                    version=checkpoint.version,
+                    digest=checkpoint.digest,
+                    metrics=metrics,
+                    replay_url=None if error else self.replay_urls.get((index, first_env)),
+                    error=error,
+                )
+            )
+        return Report(
+            simulation_suite=self.suite.name,
+            run_name=config.run_name,
+            evaluator_version=__version__,
+            seed=self.suite.seed,
+            policies=[PolicyReport(policy_uri=uri, checkpoints=cps) for uri, cps in policies.items()],
+            timing=timing,
+            workers=[
+                WorkerReport(
+                    worker=s.worker,
+                    device=s.device,
+                    node_id=s.node_id,
+                    gpu_ids=list(s.gpu_ids),
+                    policy_loads=s.loads,
+                    cache_hits=s.hits,
+                    loaded_checkpoints=list(s.loaded_checkpoints),
+                )
+                for s in stats
+            ],
+        )
+
+
+class _progress:
+    """A rich progress bar on stderr (episodes done / total); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self._progress = (
+            Progress(
+                TextColumn("evaluating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("episodes"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            if enabled
+            else None
+        )
+        self._total = total
+
+    def __enter__(self):
+        if self._progress is None:
+            return lambda n: None
+        self._progress.start()
+        task = self._progress.add_task("evaluating", total=self._total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,40 @@
+"""checkpoints x suite environments x episode shards -> work units. Pure and deterministic: the same
+inputs always give the same units, and a unit's episode seeds do not depend on the shard size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from actors.protocol import WorkUnit
+from evaluator.sources import Checkpoint
+from sim.envs import episode_seed
+from sim.suites import Suite
+
+
+def make_plan(
+    checkpoints: Sequence[Checkpoint], suite: Suite, *, shard_size: int, replays: bool = True
+) -> list[WorkUnit]:
+    """Units ordered checkpoint-major, so a worker that holds a checkpoint finds its next units together.
+
+    With `replays`, episode 0 of every (checkpoint, environment) is recorded.
+    """
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    units: list[WorkUnit] = []
+    for index, checkpoint in enumerate(checkpoints):
+        for env in suite.envs:
+            for start in range(0, env.episodes, shard_size):
+                episodes = tuple(range(start, min(start + shard_size, env.episodes)))
+                units.append(
+                    WorkUnit(
+                        unit_id=len(units),
+                        checkpoint_index=index,
+                        checkpoint_uri=checkpoint.uri,
+                        checkpoint_digest=checkpoint.digest,
+                        env=env,
+                        episodes=episodes,
+                        seeds=tuple(episode_seed(suite.seed, env.name, i) for i in episodes),
+                        replay_episodes=frozenset({0} & set(episodes)) if replays else frozenset(),
+                    )
+                )
+    return units

@@ -1,0 +1,119 @@
+"""The report: declared shapes (pydantic) reduced once, at the end, from raw per-episode results.
+
+Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `<suite>/<env>/score`,
+`reward_avg`) so existing dashboards keep working; richer per-environment statistics sit beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sim.metrics import EpisodeResult, summarize
+from sim.suites import Suite
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvironmentMetrics(_Model):
+    """One environment's statistics over its episodes (score = mean per-agent episode reward)."""
+
+    episodes: int
+    score: float
+    std: float
+    ci95: tuple[float, float] = Field(description="normal-approximation 95% confidence interval of the score")
+    success_rate: float = Field(description="fraction of episodes in which every agent collected a heart")
+    mean_steps: float
+    agent_steps: int
+
+
+class CheckpointMetrics(_Model):
+    suite_scores: dict[str, float] = Field(description='{"<suite>/score": mean of the environment scores}')
+    simulation_scores: dict[str, float] = Field(description='{"<suite>/<env>/score": environment score}')
+    reward_avg: float = Field(description="mean per-agent episode reward over every episode of the suite")
+    environments: dict[str, EnvironmentMetrics]
+
+
+class CheckpointReport(_Model):
+    name: str
+    uri: str
+    version: str
+    digest: str
+    metrics: CheckpointMetrics | None = None
+    replay_url: str | None = Field(default=None, description="the checkpoint's first replay (mettagrid format)")
+    error: str | None = None
+
+
+class PolicyReport(_Model):
+    policy_uri: str
+    checkpoints: list[CheckpointReport]
+
+
+class WorkerReport(_Model):
+    worker: str
+    device: str
+    node_id: str
+    gpu_ids: list[str]
+    policy_loads: int
+    cache_hits: int
+    loaded_checkpoints: list[str] = Field(description="digests this worker loaded, in load order")
+
+
+class Timing(_Model):
+    wall_s: float = Field(description="driver wall time from start to report, Ray start included")
+    ray_init_s: float
+    evaluation_s: float = Field(description="from the first unit sent to the last result received")
+    agent_steps: int
+    agent_steps_per_s: float = Field(description="agent_steps / evaluation_s")
+    episodes: int
+    policy_loads: int = Field(description="checkpoint loads over all workers (cache misses)")
+    workers: int
+
+
+class Report(_Model):
+    simulation_suite: str
+    run_name: str
+    evaluator_version: str
+    seed: int
+    policies: list[PolicyReport]
+    timing: Timing
+    workers: list[WorkerReport] = Field(default_factory=list)
+
+
+class ErrorReport(_Model):
+    """What stdout carries when nothing could be evaluated."""
+
+    error: str
+    traceback: str | None = None
+    policy_uri: str | None = None
+
+
+def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
+    """Reduce one checkpoint's episodes; environments keep the suite's order."""
+    environments: dict[str, EnvironmentMetrics] = {}
+    for env in suite.envs:
+        episodes = sorted((r for r in results if r.env == env.name), key=lambda r: r.episode)
+        summary = summarize(episodes)
+        environments[env.name] = EnvironmentMetrics(
+            episodes=summary.episodes,
+            score=summary.score,
+            std=summary.std,
+            ci95=(summary.ci95_low, summary.ci95_high),
+            success_rate=summary.success_rate,
+            mean_steps=summary.mean_steps,
+            agent_steps=sum(r.agent_steps for r in episodes),
+        )
+    env_scores = [m.score for m in environments.values()]
+    return CheckpointMetrics(
+        suite_scores={f"{suite.name}/score": sum(env_scores) / len(env_scores)},
+        simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
+        reward_avg=sum(r.reward_mean for r in results) / len(results),
+        environments=environments,
+    )
+
+
+def report_schema() -> dict:
+    return Report.model_json_schema()

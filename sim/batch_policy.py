@@ -1,0 +1,65 @@
+"""The one interface the runner drives: a whole batch of agents' observations in, their actions out.
+
+Every policy format (TorchScript, state-dict modules, mettagrid policies, scripted baselines) is adapted
+to `BatchPolicy`, so the runner makes exactly one policy call per step for all agents of all the
+environments it steps in lockstep.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+from mettagrid.simulator.simulator import Simulation
+
+from sim.errors import PolicyError
+
+
+@dataclass
+class Slot:
+    """One running episode inside the runner's shared buffers: rows `rows` of every batch array."""
+
+    index: int
+    rows: slice
+    simulation: Simulation
+    rng: np.random.Generator
+    """Seeded from the episode seed: any randomness a policy needs comes from here, never from a global."""
+
+
+@dataclass
+class StepBatch:
+    """What a policy sees at one step. Arrays are views of buffers the runner allocated once."""
+
+    observations: np.ndarray
+    """(agents, tokens, 3) uint8 mettagrid observation tokens, all slots concatenated."""
+    noise: np.ndarray | None
+    """(agents, actions) float32 standard Gumbel noise drawn from each slot's rng, when `stochastic`."""
+    slots: list[Slot]
+
+
+class BatchPolicy(ABC):
+    """A loaded policy. `stochastic` policies get per-episode seeded Gumbel noise so that sampling is
+    reproducible and independent of how episodes were batched together."""
+
+    stochastic: bool = False
+
+    def bind(self, env: PolicyEnvInterface) -> None:
+        """Check the policy fits this environment interface (and precompute ids); raise PolicyError if not."""
+
+    def start_episode(self, slot: Slot) -> None:
+        """Reset any per-agent state held for the rows of `slot`."""
+
+    @abstractmethod
+    def act(self, batch: StepBatch) -> np.ndarray:
+        """Return one action index per agent row, shape (agents,)."""
+
+
+def check_actions(actions: np.ndarray, num_rows: int, num_actions: int, policy_name: str) -> np.ndarray:
+    """Refuse malformed policy output before it reaches the simulator (which would index out of range)."""
+    if actions.shape != (num_rows,):
+        raise PolicyError(f"policy {policy_name} returned actions of shape {actions.shape}, expected ({num_rows},)")
+    if num_rows and (actions.min() < 0 or actions.max() >= num_actions):
+        raise PolicyError(f"policy {policy_name} returned action {int(actions.max())} outside [0, {num_actions - 1}]")
+    return actions

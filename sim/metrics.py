@@ -1,0 +1,83 @@
+"""Per-episode results and the statistics reduced from them.
+
+`EpisodeResult` is what crosses from a worker to the driver; `summarize` is the one reduction the report
+uses, so every number in the report is derived from raw per-episode values in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One played episode. `rewards` are per agent; `success` means every agent collected a heart."""
+
+    env: str
+    episode: int
+    seed: int
+    rewards: tuple[float, ...]
+    steps: int
+    stats: Mapping[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+    replay: bytes | None = field(default=None, repr=False)
+    """zlib-compressed mettagrid replay JSON (replay format of `mettagrid.simulator.replay_log_writer`)."""
+
+    @property
+    def reward_mean(self) -> float:
+        return float(np.mean(self.rewards))
+
+    @property
+    def success(self) -> bool:
+        return min(self.rewards) > 0
+
+    @property
+    def agent_steps(self) -> int:
+        return self.steps * len(self.rewards)
+
+
+@dataclass(frozen=True)
+class EnvSummary:
+    """Statistics of one (checkpoint, env) over its episodes; `score` is the mean per-agent reward."""
+
+    episodes: int
+    score: float
+    std: float
+    ci95_low: float
+    ci95_high: float
+    success_rate: float
+    mean_steps: float
+
+
+def summarize(results: Sequence[EpisodeResult]) -> EnvSummary:
+    """Mean per-agent episode reward with a normal-approximation 95% confidence interval."""
+    if not results:
+        raise ValueError("cannot summarize zero episodes")
+    rewards = np.array([r.reward_mean for r in results], dtype=np.float64)
+    mean = float(rewards.mean())
+    std = float(rewards.std(ddof=1)) if len(rewards) > 1 else 0.0
+    half_width = 1.96 * std / math.sqrt(len(rewards))
+    return EnvSummary(
+        episodes=len(results),
+        score=mean,
+        std=std,
+        ci95_low=mean - half_width,
+        ci95_high=mean + half_width,
+        success_rate=float(np.mean([r.success for r in results])),
+        mean_steps=float(np.mean([r.steps for r in results])),
+    )
+
+
+def episode_stats(stats: Mapping[str, object]) -> dict[str, float]:
+    """Flatten mettagrid's `{"game": {...}, "agent": [{...}, ...]}` into `game/<k>` and `agent/<k>` (mean
+    over agents), the names Metta's dashboards use."""
+    flat = {f"game/{key}": float(value) for key, value in dict(stats.get("game", {})).items()}
+    agents = list(stats.get("agent", []))
+    keys = sorted({key for agent in agents for key in agent})
+    for key in keys:
+        flat[f"agent/{key}"] = float(np.mean([agent.get(key, 0.0) for agent in agents]))
+    return flat

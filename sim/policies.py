@@ -1,0 +1,233 @@
+"""Turning checkpoint bytes into a `BatchPolicy`: the one place that knows every checkpoint format.
+
+Formats (DESIGN.md "Policies"):
+1. mettagrid policy specs: a submission `.zip` (or a directory, zipped by the source) holding
+   `policy_spec.json` / `cogames.toml`, loaded through mettagrid's own loader;
+2. TorchScript files: architecture included, module maps obs tokens to action logits;
+3. `.pt` state-dict checkpoints `{format_version, class_path, init_kwargs, state_dict}`, read with
+   `torch.load(weights_only=True)` so no pickled code ever runs;
+4. baselines by URI `builtin://<name>`: ours (`random`, `noop`, `navigator`) and mettagrid's registered
+   short names.
+A pickled full module is refused, with the way to convert it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import pickle
+import tempfile
+import zipfile
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+from mettagrid.policy.loader import (
+    discover_and_register_policies,
+    initialize_or_load_policy,
+)
+from mettagrid.policy.policy import AgentPolicy, MultiAgentPolicy, PolicySpec
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+from mettagrid.policy.policy_registry import get_policy_registry
+from mettagrid.policy.prepare_policy_spec import extract_submission_archive, load_policy_spec_from_path
+from mettagrid.policy.submission import POLICY_MANIFEST_FILENAME, POLICY_SPEC_FILENAME
+from mettagrid.util.module import load_symbol
+
+from sim.baselines import BASELINES
+from sim.batch_policy import BatchPolicy, Slot, StepBatch
+from sim.errors import PolicyError
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_SCHEME = "builtin://"
+STATE_DICT_FORMAT_VERSION = 1
+STATE_DICT_KEYS = ("format_version", "class_path", "init_kwargs", "state_dict")
+CONVERT_HINT = (
+    "save it as TorchScript (torch.jit.save(torch.jit.script(model), path)) or as a state dict "
+    "(torch.save({'format_version': 1, 'class_path': 'pkg.Module', 'init_kwargs': {...}, "
+    "'state_dict': model.state_dict()}, path))"
+)
+
+
+class PolicyFormat(StrEnum):
+    BUILTIN = "builtin"
+    METTAGRID_SPEC = "mettagrid_spec"
+    TORCHSCRIPT = "torchscript"
+    STATE_DICT = "state_dict"
+
+
+def builtin_names() -> list[str]:
+    """Every name `builtin://<name>` accepts: our baselines, then mettagrid's registered short names."""
+    discover_and_register_policies()
+    return sorted(set(BASELINES) | set(get_policy_registry()))
+
+
+def detect_format(uri: str, data: bytes) -> PolicyFormat:
+    """Classify checkpoint bytes by content, never by file name."""
+    if uri.startswith(BUILTIN_SCHEME):
+        return PolicyFormat.BUILTIN
+    if not data.startswith(b"PK"):
+        raise PolicyError(
+            f"{uri} is not a zip archive: a legacy pickle or an unknown file; pickles are never loaded, {CONVERT_HINT}"
+        )
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as exc:
+        raise PolicyError(f"{uri} is a corrupt zip archive: {exc}") from None
+    if POLICY_SPEC_FILENAME in names or POLICY_MANIFEST_FILENAME in names:
+        return PolicyFormat.METTAGRID_SPEC
+    if any("/code/" in name or name.endswith("constants.pkl") for name in names):
+        return PolicyFormat.TORCHSCRIPT
+    if any(name.endswith("data.pkl") for name in names):
+        return PolicyFormat.STATE_DICT
+    raise PolicyError(
+        f"{uri}: zip archive is neither a mettagrid policy spec ({POLICY_SPEC_FILENAME} / "
+        f"{POLICY_MANIFEST_FILENAME}), TorchScript, nor a torch.save checkpoint"
+    )
+
+
+def load_policy(uri: str, data: bytes, device: str = "cpu") -> BatchPolicy:
+    """Load one checkpoint for inference on `device`."""
+    kind = detect_format(uri, data)
+    if kind is PolicyFormat.BUILTIN:
+        return _load_builtin(uri[len(BUILTIN_SCHEME) :])
+    if kind is PolicyFormat.METTAGRID_SPEC:
+        return MettagridPolicy(_spec_from_archive(uri, data), device)
+    if kind is PolicyFormat.TORCHSCRIPT:
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location=device)
+        except Exception as exc:  # torch raises bare RuntimeErrors for any malformed archive
+            raise PolicyError(f"{uri}: cannot load TorchScript module: {_first_line(exc)}") from None
+        return TorchPolicy(module, uri, device)
+    return TorchPolicy(_module_from_state_dict(uri, data, device), uri, device)
+
+
+def _load_builtin(name: str) -> BatchPolicy:
+    if name in BASELINES:
+        return BASELINES[name]()
+    discover_and_register_policies()
+    registry = get_policy_registry()
+    if name in registry:
+        return MettagridPolicy(PolicySpec(class_path=registry[name]), "cpu")
+    suggestion = difflib.get_close_matches(name, builtin_names(), n=1)
+    hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
+    raise PolicyError(f"unknown builtin policy {name!r}{hint}; known: {', '.join(builtin_names())}")
+
+
+def _module_from_state_dict(uri: str, data: bytes, device: str) -> torch.nn.Module:
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise PolicyError(f"{uri} is a pickled Python object, refused (it could run code); {CONVERT_HINT}") from None
+    except Exception as exc:
+        raise PolicyError(f"{uri}: cannot read torch checkpoint: {_first_line(exc)}") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in STATE_DICT_KEYS):
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise PolicyError(f"{uri}: state-dict checkpoint needs keys {list(STATE_DICT_KEYS)}, found {found}")
+    if checkpoint["format_version"] != STATE_DICT_FORMAT_VERSION:
+        raise PolicyError(
+            f"{uri}: format_version {checkpoint['format_version']!r} unsupported (expected {STATE_DICT_FORMAT_VERSION})"
+        )
+    module_class = load_symbol(str(checkpoint["class_path"]), strict=False)
+    if not (isinstance(module_class, type) and issubclass(module_class, torch.nn.Module)):
+        raise PolicyError(f"{uri}: class_path {checkpoint['class_path']!r} is not an importable torch.nn.Module")
+    try:
+        module = module_class(**dict(checkpoint["init_kwargs"]))
+        module.load_state_dict(checkpoint["state_dict"])
+    except Exception as exc:
+        raise PolicyError(f"{uri}: state dict does not fit {checkpoint['class_path']}: {_first_line(exc)}") from None
+    return module.to(device).eval()
+
+
+def _spec_from_archive(uri: str, data: bytes) -> PolicySpec:
+    """Extract a submission archive (mettagrid refuses absolute, traversing and symlinked members)."""
+    root = Path(tempfile.mkdtemp(prefix="policy-spec-"))
+    archive_path = root / "submission.zip"
+    archive_path.write_bytes(data)
+    try:
+        extract_submission_archive(archive_path, root / "extracted")
+        return load_policy_spec_from_path(root / "extracted")
+    except (ValueError, FileNotFoundError) as exc:
+        raise PolicyError(f"{uri}: invalid mettagrid policy archive: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class TorchPolicy(BatchPolicy):
+    """A module mapping uint8 tokens (batch, tokens, 3) to logits (batch, actions); samples with the
+    runner's Gumbel noise (the Gumbel-max trick), so sampling is reproducible per episode."""
+
+    stochastic = True
+
+    def __init__(self, module: torch.nn.Module, name: str, device: str) -> None:
+        self._module = module.eval()
+        self._name = name
+        self._device = torch.device(device)
+
+    def bind(self, env: PolicyEnvInterface) -> None:
+        self._num_actions = len(env.action_names)
+        probe = np.full((1, *env.observation_shape), 0xFF, dtype=np.uint8)
+        self._logits(probe)
+
+    @torch.inference_mode()
+    def _logits(self, observations: np.ndarray) -> torch.Tensor:
+        tokens = torch.from_numpy(observations).to(self._device, non_blocking=True)
+        try:
+            logits = self._module(tokens)
+        except Exception as exc:
+            raise PolicyError(f"policy {self._name} failed on observations {tuple(tokens.shape)}: {exc}") from None
+        expected = (observations.shape[0], self._num_actions)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise PolicyError(f"policy {self._name} returned logits of shape {shape}, expected {expected}")
+        if not torch.isfinite(logits).all():
+            raise PolicyError(f"policy {self._name} returned NaN or infinite logits")
+        return logits
+
+    @torch.inference_mode()
+    def act(self, batch: StepBatch) -> np.ndarray:
+        logits = self._logits(batch.observations).float()
+        if batch.noise is not None:
+            logits = logits + torch.from_numpy(batch.noise).to(self._device, non_blocking=True)
+        return logits.argmax(dim=1).cpu().numpy()
+
+
+class MettagridPolicy(BatchPolicy):
+    """Adapter for mettagrid `MultiAgentPolicy` classes: per-agent `AgentPolicy.step` on the simulation's
+    own observation objects. One instance per agent count, since mettagrid policies are built for one."""
+
+    def __init__(self, spec: PolicySpec, device: str) -> None:
+        self._spec = spec
+        self._device = device
+        self._by_agent_count: dict[int, tuple[MultiAgentPolicy, PolicyEnvInterface]] = {}
+        self._agents: dict[int, list[AgentPolicy]] = {}
+
+    def start_episode(self, slot: Slot) -> None:
+        num_agents = slot.simulation.num_agents
+        if num_agents not in self._by_agent_count:
+            env = PolicyEnvInterface.from_mg_cfg(slot.simulation.config)
+            try:
+                policy = initialize_or_load_policy(env, self._spec, device_override=self._device)
+            except Exception as exc:
+                raise PolicyError(f"mettagrid policy {self._spec.class_path}: {_first_line(exc)}") from None
+            self._by_agent_count[num_agents] = (policy, env)
+        policy, _ = self._by_agent_count[num_agents]
+        self._agents[slot.index] = [policy.agent_policy(agent_id) for agent_id in range(num_agents)]
+        for agent in self._agents[slot.index]:
+            agent.reset()
+
+    def act(self, batch: StepBatch) -> np.ndarray:
+        actions = np.zeros(batch.observations.shape[0], dtype=np.int64)
+        for slot in batch.slots:
+            _, env = self._by_agent_count[slot.simulation.num_agents]
+            index = env.action_name_to_flat_index
+            for agent_id, agent in enumerate(self._agents[slot.index]):
+                action = agent.step(slot.simulation.agent(agent_id).observation)
+                actions[slot.rows.start + agent_id] = index[action.name]
+        return actions

@@ -1,0 +1,84 @@
+"""Suite registry: names map to lazy builders; a path to a YAML/JSON file is a suite too.
+
+Unknown names fail with a suggestion and the list of known suites (lm-evaluation-harness's habit).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sim.envs import EnvSpec
+from sim.errors import SuiteError
+
+
+class Suite(BaseModel):
+    """A named, seeded list of environments. Scores are reported as `<suite>/score` and
+    `<suite>/<env>/score`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    description: str = ""
+    envs: tuple[EnvSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_env_names(self) -> Suite:
+        names = [env.name for env in self.envs]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"suite {self.name!r} repeats environment names {duplicates}")
+        return self
+
+    def select(self, pattern: str | None) -> Suite:
+        """Keep the environments whose names match the glob `pattern` (None keeps all)."""
+        if not pattern:
+            return self
+        kept = tuple(env for env in self.envs if fnmatch.fnmatchcase(env.name, pattern))
+        if not kept:
+            names = ", ".join(env.name for env in self.envs)
+            raise SuiteError(f"--env {pattern!r} matches no environment of suite {self.name!r}; environments: {names}")
+        return self.model_copy(update={"envs": kept})
+
+    def with_episodes(self, episodes: int | None) -> Suite:
+        """Override every environment's episode count (None keeps the suite's own counts)."""
+        if episodes is None:
+            return self
+        envs = tuple(env.model_copy(update={"episodes": episodes}) for env in self.envs)
+        return self.model_copy(update={"envs": envs})
+
+
+def _navigation() -> Suite:
+    from sim.suites.navigation import navigation_suite
+
+    return navigation_suite()
+
+
+def _smoke() -> Suite:
+    from sim.suites.smoke import smoke_suite
+
+    return smoke_suite()
+
+
+SUITES: dict[str, Callable[[], Suite]] = {"navigation": _navigation, "smoke": _smoke}
+
+
+def get_suite(name_or_path: str) -> Suite:
+    """A registered suite by name, or a suite file (`.yaml`, `.yml`, `.json`) by path."""
+    if name_or_path in SUITES:
+        return SUITES[name_or_path]()
+    if Path(name_or_path).suffix.lower() in {".yaml", ".yml", ".json"} or "/" in name_or_path:
+        from sim.suites.files import load_suite_file
+
+        return load_suite_file(Path(name_or_path))
+    suggestion = difflib.get_close_matches(name_or_path, list(SUITES), n=1)
+    hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
+    raise SuiteError(
+        f"unknown suite {name_or_path!r}{hint}; known suites: {', '.join(sorted(SUITES))}, "
+        "or pass a suite file path (.yaml/.json)"
+    )

@@ -1,0 +1,127 @@
+"""End to end through the CLI and the driver on the shared Ray instance (smoke-sized work)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from evaluator.cli import app
+from evaluator.config import EvalConfig
+from evaluator.driver import evaluate
+from evaluator.report import Report
+from sim.replays import read_replay
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+runner = CliRunner()
+
+FOUR_ENVS = """
+name: four
+envs:
+  - {name: a, map: {kind: random, width: 8, height: 8, goals: 2}, max_steps: 15, episodes: 2}
+  - {name: b, map: {kind: random, width: 9, height: 9, walls: 5}, max_steps: 15, episodes: 2}
+  - {name: c, map: {kind: maze, width: 9, height: 9}, max_steps: 20, episodes: 2}
+  - {name: d, map: {kind: random, width: 10, height: 10, goals: 3}, max_steps: 15, num_agents: 2, episodes: 2}
+"""
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["run", "--no-progress", *args])
+
+
+def test_cli_end_to_end_on_smoke(tmp_path: Path, checkpoint_dir: Path):
+    result = invoke(
+        "-p",
+        "builtin://navigator",
+        "-p",
+        str(checkpoint_dir),
+        "--suite",
+        "smoke",
+        "--data-dir",
+        str(tmp_path),
+        "--run-name",
+        "e2e",
+    )
+    assert result.exit_code == 0, result.stderr
+    report = Report.model_validate_json(result.stdout)
+    assert report == Report.model_validate_json((tmp_path / "e2e" / "report.json").read_text())
+    navigator, run = report.policies
+    assert [c.name for c in run.checkpoints] == ["ckpt_2", "ckpt_10"]
+    assert [c.version for c in run.checkpoints] == ["v1", "v2"]
+    for checkpoint in navigator.checkpoints + run.checkpoints:
+        assert checkpoint.error is None
+        assert set(checkpoint.metrics.simulation_scores) == {"smoke/tiny_room/score", "smoke/tiny_random/score"}
+        replay = read_replay(Path(checkpoint.replay_url.removeprefix("file://")).read_bytes())
+        assert replay["version"] == 4 and replay["max_steps"] == 20  # first env: tiny_room
+    assert navigator.checkpoints[0].metrics.suite_scores["smoke/score"] > 0
+    table = pq.read_table(tmp_path / "e2e" / "episodes.parquet")
+    assert table.num_rows == 3 * 2 * 2
+    assert set(table.column_names) >= {"checkpoint", "env", "seed", "rewards", "steps", "success"}
+    assert report.timing.agent_steps > 0 and report.timing.workers >= 1
+
+
+def test_policy_loads_equal_distinct_worker_checkpoint_pairs(tmp_path: Path, checkpoint_dir: Path):
+    suite = tmp_path / "four.yaml"
+    suite.write_text(FOUR_ENVS)
+    config = EvalConfig(
+        policy_uris=(str(checkpoint_dir),), suite=str(suite), num_workers=2, shard_size=1, data_dir=tmp_path
+    )
+    report = evaluate(config).report
+    assert len(report.workers) == 2
+    pairs = {(w.worker, digest) for w in report.workers for digest in w.loaded_checkpoints}
+    assert report.timing.policy_loads == len(pairs) == sum(w.policy_loads for w in report.workers)
+    assert 2 <= len(pairs) <= 4
+    assert sum(w.cache_hits for w in report.workers) == 2 * 4 * 2 - len(pairs)
+
+
+def test_same_metrics_for_one_and_two_workers(tmp_path: Path, checkpoint_dir: Path):
+    def metrics(workers: int, shard_size: int):
+        config = EvalConfig(
+            policy_uris=(str(checkpoint_dir), "builtin://navigator"),
+            suite="smoke",
+            num_workers=workers,
+            shard_size=shard_size,
+            episodes=3,
+            data_dir=tmp_path,
+        )
+        report = evaluate(config).report
+        return [c.metrics for p in report.policies for c in p.checkpoints]
+
+    assert metrics(1, 3) == metrics(2, 1)
+
+
+def test_one_broken_checkpoint_fails_alone(tmp_path: Path, checkpoint_dir: Path):
+    (checkpoint_dir / "ckpt_5.pt").write_bytes(b"not a checkpoint")
+    result = invoke("-p", str(checkpoint_dir), "--suite", "smoke", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1
+    checkpoints = Report.model_validate_json(result.stdout).policies[0].checkpoints
+    assert [c.name for c in checkpoints] == ["ckpt_2", "ckpt_5", "ckpt_10"]
+    assert "not a zip archive" in checkpoints[1].error and checkpoints[1].metrics is None
+    assert checkpoints[0].metrics is not None and checkpoints[2].metrics is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "builtin://navigator", "--suite", "navigaton"], "unknown suite 'navigaton'"),
+        (["-p", "/no/such/policy.pt", "--suite", "smoke"], "does not exist"),
+        (["-p", "ftp://x/y.pt", "--suite", "smoke"], "unknown policy URI scheme 'ftp'"),
+        (["-p", "builtin://navigator", "--suite", "smoke", "--episodes", "0"], "episodes"),
+        (["-p", "builtin://navigator", "--suite", "smoke", "--env", "zzz*"], "matches no environment"),
+    ],
+)
+def test_bad_usage_exits_2_with_error_json(tmp_path: Path, args: list[str], message: str):
+    result = invoke(*args, "--data-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert message in json.loads(result.stdout)["error"]
+
+
+def test_suites_and_schema_commands():
+    listing = runner.invoke(app, ["suites", "smoke"])
+    assert listing.exit_code == 0 and "tiny_room" in listing.stdout
+    schema = json.loads(runner.invoke(app, ["schema"]).stdout)
+    assert "policies" in schema["properties"] and "timing" in schema["properties"]
