@@ -18,6 +18,7 @@ import io
 import logging
 import pickle
 import tempfile
+import warnings
 import zipfile
 from enum import StrEnum
 from pathlib import Path
@@ -98,7 +99,9 @@ def load_policy(uri: str, data: bytes, device: str = "cpu") -> BatchPolicy:
         return MettagridPolicy(_spec_from_archive(uri, data), device)
     if kind is PolicyFormat.TORCHSCRIPT:
         try:
-            module = torch.jit.load(io.BytesIO(data), map_location=device)
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; reading it is our contract
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(io.BytesIO(data), map_location=device)
         except Exception as exc:  # torch raises bare RuntimeErrors for any malformed archive
             raise PolicyError(f"{uri}: cannot load TorchScript module: {_first_line(exc)}") from None
         return TorchPolicy(module, uri, device)
