@@ -68,6 +68,11 @@ class NavigatorPolicy(BatchPolicy):
         self._goal_tags = np.array([i for i, tag in enumerate(env.tags) if tag.split(":")[-1] in HEART_SOURCES])
         self._height, self._width = env.egocentric_shape
         self._center = (self._height // 2, self._width // 2)
+        # mettagrid observes a disc, not the whole window (measured on 0.26.22: dr^2 + dc^2 <= r^2 + 1).
+        # Cells outside it are unknown, and the planner must not route through them.
+        dr, dc = np.ogrid[: self._height, : self._width]
+        radius = min(self._center)
+        self._visible = (dr - self._center[0]) ** 2 + (dc - self._center[1]) ** 2 <= radius * radius + 1
         self._moves = _action_ids(env, MOVES)
 
     def start_episode(self, slot: Slot) -> None:
@@ -87,9 +92,19 @@ class NavigatorPolicy(BatchPolicy):
         open_dirs = np.stack([~blocked[:, r + dr, c + dc] | goals[:, r + dr, c + dc] for dr, dc in _DELTAS], axis=1)
         planned = neighbour.min(axis=1) < np.iinfo(np.int32).max
 
-        # Explore by following the right-hand wall: solves any simply connected maze and sweeps the edges
-        # of open rooms, where the 13x13 view covers most of the floor.
-        candidates = np.stack([_RIGHT[heading], heading, _LEFT[heading], _BACK[heading]], axis=1)
+        # Explore by following a right-hand wall: turn right only where the wall on the right just ended
+        # (the cell behind-right is blocked), otherwise keep going. That solves simply connected mazes and,
+        # unlike "always try right first", crosses open floor instead of circling a 2x2 square.
+        right, back = _RIGHT[heading], _BACK[heading]
+        behind_right = blocked[
+            np.arange(n), r + _DELTAS[right, 0] + _DELTAS[back, 0], c + _DELTAS[right, 1] + _DELTAS[back, 1]
+        ]
+        follow_wall = open_dirs[np.arange(n), right] & behind_right
+        candidates = np.where(
+            follow_wall[:, None],
+            np.stack([right, heading, _LEFT[heading], back], axis=1),
+            np.stack([heading, _LEFT[heading], right, back], axis=1),
+        )
         candidate_open = np.take_along_axis(open_dirs, candidates, axis=1)
         wall_follow = candidates[np.arange(n), candidate_open.argmax(axis=1)]
         # A rare random turn keeps agents from circling a free-standing obstacle forever.
@@ -120,7 +135,7 @@ class NavigatorPolicy(BatchPolicy):
         """Steps from every cell to the nearest goal through free cells (wavefront relaxation)."""
         far = np.iinfo(np.int32).max
         distance = np.where(goals, 0, far).astype(np.int64)
-        passable = ~blocked
+        passable = ~blocked & self._visible
         for _ in range(self._height * self._width):
             padded = np.pad(distance, ((0, 0), (1, 1), (1, 1)), constant_values=far)
             best = np.minimum.reduce(

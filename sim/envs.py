@@ -41,9 +41,6 @@ NAME_TO_CHAR: dict[str, str] = {
     **{name: char for char, name in MAP_LEGEND.items()},
 }
 
-OBS_TOKENS = 200
-"""Observation tokens per agent: a 13x13 window of a navigation map never needs more (Metta used 200)."""
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -138,7 +135,6 @@ def navigation_game(num_agents: int, max_steps: int) -> MettaGridConfig:
     cfg = make_navigation(num_agents)
     cfg.game.max_steps = max_steps
     cfg.game.actions.change_vibe = ChangeVibeActionConfig(enabled=False)
-    cfg.game.obs.num_tokens = OBS_TOKENS
     for name in HEART_SOURCES:
         cfg.game.objects[name] = GridObjectConfig(
             name=name,
