@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MARKER_START, MARKER_END = "===JSON_OUTPUT_START===", "===JSON_OUTPUT_END==="
+"""The seed's docker-entrypoint markers: the JSON can be cut out of Ray job logs between them."""
 
 
 @app.command()
@@ -46,20 +49,30 @@ def run(
             "-p",
             envvar="POLICY_URI",
             help="Policy to evaluate (repeat, or comma-separate): a path or file:// URI to a checkpoint file or "
-            "directory of checkpoints, or builtin://<name> (random, noop, navigator, ...).",
+            "directory of checkpoints, s3://bucket/key or s3://bucket/prefix/, wandb://entity/project/name:version, "
+            "wandb://run/<name>, or builtin://<name> (random, noop, navigator, ...).",
         ),
     ],
+    checkpoints: Annotated[
+        str,
+        typer.Option(envvar="CHECKPOINTS", help="Which checkpoints: latest, all, last:N, every:K or versions v3,v7."),
+    ] = "latest",
     suite: Annotated[
         str, typer.Option(envvar="SIMULATION_SUITE", help="Suite name or suite file (.yaml/.json).")
     ] = "navigation",
     device: Annotated[Device, typer.Option(envvar="DEVICE", help="Where policies run.")] = Device.CPU,
-    data_dir: Annotated[Path, typer.Option(envvar="DATA_DIR", help="Where runs are written.")] = Path("data"),
+    data_dir: Annotated[
+        Path, typer.Option(envvar="DATA_DIR", help="Where runs and the checkpoint cache are written.")
+    ] = Path("data"),
     run_name: Annotated[
         str, typer.Option(envvar="RUN_NAME", help="Run directory name [default: eval_<policy>_<UTC time>].")
     ] = "",
     output_uri: Annotated[
         str | None,
-        typer.Option(envvar="OUTPUT_URI", help="Also copy the run's outputs here (path or file://)."),
+        typer.Option(
+            envvar="OUTPUT_URI",
+            help="Also deliver the results there: a path, file://, s3://bucket/prefix or wandb://entity/project[/run_id].",
+        ),
     ] = None,
     episodes: Annotated[int | None, typer.Option(help="Episodes per environment [default: the suite's].")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the suite's seed.")] = None,
@@ -74,45 +87,82 @@ def run(
         str | None,
         typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally]."),
     ] = None,
+    wandb_entity: Annotated[str, typer.Option(envvar="WANDB_ENTITY", help="W&B entity for wandb://run/.")] = (
+        "metta-ai"
+    ),
+    wandb_project: Annotated[
+        str, typer.Option(envvar="WANDB_PROJECT", help="W&B project for wandb://run/.")
+    ] = "metta-research",
+    wandb_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="WANDB_API_KEY", show_default=False, help="W&B API key (needed for wandb:// only)."),
+    ] = None,
+    markers: Annotated[
+        bool, typer.Option(help=f"Wrap the JSON in {MARKER_START} / {MARKER_END} lines (for Ray job logs).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
-    """Evaluate every checkpoint of the given policies and print the JSON report on stdout."""
+    """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout."""
+    options = {name: value for name, value in locals().items() if name not in ("markers", "progress")}
+    options["policy_uris"] = tuple(options.pop("policy_uri"))
+    _execute(options, markers=markers, progress=progress, usage_exit=EXIT_USAGE)
+
+
+@app.command()
+def entrypoint() -> None:
+    """The container's command: configuration from environment variables only (POLICY_URI required,
+    SIMULATION_SUITE, DEVICE, DATA_DIR, RUN_NAME, OUTPUT_URI, CHECKPOINTS, RAY_ADDRESS, WANDB_API_KEY,
+    WANDB_ENTITY, WANDB_PROJECT); the JSON between markers; every failure exits 1."""
+    options: dict[str, object] = {"policy_uris": os.environ.get("POLICY_URI", "")}
+    for field, variable in ENTRYPOINT_VARIABLES.items():
+        if os.environ.get(variable):
+            options[field] = os.environ[variable]
+    _execute(options, markers=True, progress=False, usage_exit=EXIT_FAILED)
+
+
+ENTRYPOINT_VARIABLES = {
+    "suite": "SIMULATION_SUITE",
+    "device": "DEVICE",
+    "data_dir": "DATA_DIR",
+    "run_name": "RUN_NAME",
+    "output_uri": "OUTPUT_URI",
+    "checkpoints": "CHECKPOINTS",
+    "ray_address": "RAY_ADDRESS",
+    "wandb_entity": "WANDB_ENTITY",
+    "wandb_project": "WANDB_PROJECT",
+    "wandb_api_key": "WANDB_API_KEY",
+}
+"""EvalConfig field -> the seed's environment variable (plus CHECKPOINTS and RAY_ADDRESS)."""
+
+
+def _execute(options: dict[str, object], *, markers: bool, progress: bool, usage_exit: int) -> None:
+    """Validate, evaluate, print; map exceptions to exit codes (the only place that does)."""
     _setup_logging()
-    first_uri = policy_uri[0] if policy_uri else None
+    uris = options.get("policy_uris") or ()
+    first_uri = (uris.split(",")[0] if isinstance(uris, str) else next(iter(uris), None)) or None
     try:
-        config = EvalConfig(
-            policy_uris=tuple(policy_uri),
-            suite=suite,
-            device=device,
-            data_dir=data_dir,
-            run_name=run_name,
-            output_uri=output_uri,
-            episodes=episodes,
-            seed=seed,
-            env=env,
-            num_workers=num_workers,
-            cpus_per_worker=cpus_per_worker,
-            gpus_per_worker=gpus_per_worker,
-            shard_size=shard_size,
-            cache_size=cache_size,
-            replays=replays,
-            ray_address=ray_address,
-        )
+        config = EvalConfig.model_validate(options)
         outcome = evaluate(config, show_progress=progress)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        _fail(f"invalid option {where}: {error['msg']}", EXIT_USAGE, first_uri)
+        _fail(_validation_message(exc), usage_exit, first_uri, markers=markers)
     except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE, first_uri)
+        _fail(str(exc), usage_exit, first_uri, markers=markers)
     except EvaluatorError as exc:
-        _fail(str(exc), EXIT_FAILED, first_uri, traceback.format_exc())
+        _fail(str(exc), EXIT_FAILED, first_uri, traceback.format_exc(), markers=markers)
     except Exception as exc:  # the whole run failed: the error JSON still goes out, with the traceback
-        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, first_uri, traceback.format_exc())
-    typer.echo(outcome.report.model_dump_json(indent=2))
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, first_uri, traceback.format_exc(), markers=markers)
+    _emit(outcome.report.model_dump_json(indent=2), markers)
     logging.getLogger(__name__).info("wrote %s", outcome.run_dir)
     if outcome.failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    if where == "policy_uris" and error["type"] == "too_short":
+        return "no policy given: pass --policy-uri or set POLICY_URI"
+    return f"invalid {where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 @app.command()
@@ -158,11 +208,17 @@ def schema() -> None:
     typer.echo(json.dumps(report_schema(), indent=2))
 
 
-def _fail(message: str, code: int, policy_uri: str | None, trace: str | None = None) -> None:
+def _fail(
+    message: str, code: int, policy_uri: str | None, trace: str | None = None, *, markers: bool = False
+) -> NoReturn:
     """One line on stderr, the error JSON on stdout, then exit with `code`."""
     typer.echo(f"error: {message}", err=True)
-    typer.echo(ErrorReport(error=message, traceback=trace, policy_uri=policy_uri).model_dump_json(indent=2))
+    _emit(ErrorReport(error=message, traceback=trace, policy_uri=policy_uri).model_dump_json(indent=2), markers)
     raise typer.Exit(code)
+
+
+def _emit(document: str, markers: bool) -> None:
+    typer.echo(f"{MARKER_START}\n{document}\n{MARKER_END}" if markers else document)
 
 
 def _setup_logging() -> None:

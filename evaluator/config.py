@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from evaluator.sources.selection import check_selector
+from sim.errors import UsageError
 
 
 class Device(StrEnum):
@@ -51,6 +54,12 @@ class EvalConfig(BaseModel):
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None
     """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
+    checkpoints: str = "latest"
+    """Checkpoint selection: latest, all, last:N, every:K, or explicit versions v3,v7."""
+    wandb_entity: str = "metta-ai"
+    wandb_project: str = "metta-research"
+    wandb_api_key: SecretStr | None = None
+    """Only needed for wandb:// URIs; a SecretStr so it never shows in a repr, log line or dump."""
 
     @field_validator("policy_uris", mode="before")
     @classmethod
@@ -60,6 +69,14 @@ class EvalConfig(BaseModel):
         if isinstance(value, list | tuple):
             return tuple(part.strip() for item in value for part in str(item).split(",") if part.strip())
         return value
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _known_selector(cls, value: str) -> str:
+        try:
+            return check_selector(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _default_run_name(self) -> EvalConfig:

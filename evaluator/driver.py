@@ -41,7 +41,7 @@ from evaluator.outputs import (
 )
 from evaluator.plan import make_plan
 from evaluator.report import CheckpointReport, PolicyReport, Report, Timing, WorkerReport, checkpoint_metrics
-from evaluator.sources import Checkpoint, resolve
+from evaluator.sources import Checkpoint, SourceSettings, resolve
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
 from sim.suites import Suite, get_suite
@@ -80,10 +80,16 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
     """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input."""
     started = time.perf_counter()
     suite = load_suite(config)
-    entries = [_Entry(uri, checkpoint) for uri in config.policy_uris for checkpoint in resolve(uri)]
     check_output_uri(config.output_uri)
     check_writable(config.data_dir)
-    units = make_plan([e.checkpoint for e in entries], suite, shard_size=config.shard_size, replays=config.replays)
+    settings = source_settings(config)
+    entries = [
+        _Entry(uri, checkpoint)
+        for uri in config.policy_uris
+        for checkpoint in resolve(uri, config.checkpoints, settings)
+    ]
+    fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
+    units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays)
     run_dir = config.data_dir / config.run_name
 
     ray_init_s, started_ray = connect(config)
@@ -111,6 +117,16 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
         copy_to_output(run_dir, config.output_uri)
     failed = any(c.error for p in report.policies for c in p.checkpoints)
     return RunOutcome(report=report, run_dir=run_dir, failed=failed)
+
+
+def source_settings(config: EvalConfig) -> SourceSettings:
+    key = config.wandb_api_key.get_secret_value() if config.wandb_api_key else None
+    return SourceSettings(
+        data_dir=config.data_dir,
+        wandb_entity=config.wandb_entity,
+        wandb_project=config.wandb_project,
+        wandb_api_key=key,
+    )
 
 
 def load_suite(config: EvalConfig) -> Suite:
@@ -173,7 +189,7 @@ class Scheduler:
         max_attempts: int,
     ) -> None:
         self._workers = list(workers)
-        self._refs = {e.checkpoint.digest: ray.put(e.checkpoint.data) for e in entries}
+        self._refs = {e.checkpoint.digest: ray.put(e.checkpoint.data) for e in entries if not e.checkpoint.error}
         self._pending: deque[WorkUnit] = deque(units)
         self._in_flight: dict[ray.ObjectRef, tuple[int, WorkUnit]] = {}
         self._load = [0] * len(self._workers)
@@ -251,6 +267,11 @@ class _Collector:
     results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for index, entry in enumerate(self.entries):
+            if entry.checkpoint.error:
+                self.errors[index] = entry.checkpoint.error
 
     def add(self, unit: WorkUnit, result: UnitResult) -> None:
         index = unit.checkpoint_index

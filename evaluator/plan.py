@@ -12,9 +12,10 @@ from sim.suites import Suite
 
 
 def make_plan(
-    checkpoints: Sequence[Checkpoint], suite: Suite, *, shard_size: int, replays: bool = True
+    checkpoints: Sequence[Checkpoint | None], suite: Suite, *, shard_size: int, replays: bool = True
 ) -> list[WorkUnit]:
     """Units ordered checkpoint-major, so a worker that holds a checkpoint finds its next units together.
+    `None` stands for a checkpoint that gets no units (it failed to fetch) but keeps its index.
 
     With `replays`, episode 0 of every (checkpoint, environment) is recorded.
     """
@@ -22,6 +23,8 @@ def make_plan(
         raise ValueError("shard_size must be >= 1")
     units: list[WorkUnit] = []
     for index, checkpoint in enumerate(checkpoints):
+        if checkpoint is None:
+            continue
         for env in suite.envs:
             for start in range(0, env.episodes, shard_size):
                 episodes = tuple(range(start, min(start + shard_size, env.episodes)))

@@ -38,6 +38,8 @@ def test_cli_end_to_end_on_smoke(tmp_path: Path, checkpoint_dir: Path):
         "builtin://navigator",
         "-p",
         str(checkpoint_dir),
+        "--checkpoints",
+        "all",
         "--suite",
         "smoke",
         "--data-dir",
@@ -67,7 +69,12 @@ def test_policy_loads_equal_distinct_worker_checkpoint_pairs(tmp_path: Path, che
     suite = tmp_path / "four.yaml"
     suite.write_text(FOUR_ENVS)
     config = EvalConfig(
-        policy_uris=(str(checkpoint_dir),), suite=str(suite), num_workers=2, shard_size=1, data_dir=tmp_path
+        policy_uris=(str(checkpoint_dir),),
+        checkpoints="all",
+        suite=str(suite),
+        num_workers=2,
+        shard_size=1,
+        data_dir=tmp_path,
     )
     report = evaluate(config).report
     assert len(report.workers) == 2
@@ -81,6 +88,7 @@ def test_same_metrics_for_one_and_two_workers(tmp_path: Path, checkpoint_dir: Pa
     def metrics(workers: int, shard_size: int):
         config = EvalConfig(
             policy_uris=(str(checkpoint_dir), "builtin://navigator"),
+            checkpoints="all",
             suite="smoke",
             num_workers=workers,
             shard_size=shard_size,
@@ -95,7 +103,7 @@ def test_same_metrics_for_one_and_two_workers(tmp_path: Path, checkpoint_dir: Pa
 
 def test_one_broken_checkpoint_fails_alone(tmp_path: Path, checkpoint_dir: Path):
     (checkpoint_dir / "ckpt_5.pt").write_bytes(b"not a checkpoint")
-    result = invoke("-p", str(checkpoint_dir), "--suite", "smoke", "--data-dir", str(tmp_path))
+    result = invoke("-p", str(checkpoint_dir), "--checkpoints", "all", "--suite", "smoke", "--data-dir", str(tmp_path))
     assert result.exit_code == 1
     checkpoints = Report.model_validate_json(result.stdout).policies[0].checkpoints
     assert [c.name for c in checkpoints] == ["ckpt_2", "ckpt_5", "ckpt_10"]

@@ -13,6 +13,7 @@ from evaluator.plan import make_plan
 from evaluator.report import checkpoint_metrics
 from evaluator.sources import resolve
 from evaluator.sources.files import natural_key
+from evaluator.sources.selection import select
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult, summarize
 from sim.suites import get_suite
@@ -35,7 +36,7 @@ def test_config_splits_commas_and_names_the_run():
 
 def test_natural_sort_and_directory_sources(checkpoint_dir: Path, tmp_path: Path):
     assert sorted(["c10", "c2", "c1"], key=natural_key) == ["c1", "c2", "c10"]
-    checkpoints = resolve(checkpoint_dir.as_uri())
+    checkpoints = resolve(checkpoint_dir.as_uri(), "all")
     assert [(c.name, c.version) for c in checkpoints] == [("ckpt_2", "v1"), ("ckpt_10", "v2")]
     assert len({c.digest for c in checkpoints}) == 2
     (tmp_path / "empty").mkdir()
@@ -48,7 +49,7 @@ def test_natural_sort_and_directory_sources(checkpoint_dir: Path, tmp_path: Path
 
 
 def test_plan_shards_and_seeds_do_not_depend_on_shard_size(checkpoint_dir: Path):
-    checkpoints = resolve(str(checkpoint_dir))
+    checkpoints = resolve(str(checkpoint_dir), "all")
     suite = SMOKE.with_episodes(5)
     small, large = (make_plan(checkpoints, suite, shard_size=s) for s in (2, 5))
     assert len(small) == 2 * 2 * 3 and len(large) == 2 * 2
@@ -93,7 +94,7 @@ def test_resolve_device():
 
 
 def test_worker_caches_policies_lru_and_reports_errors(checkpoint_dir: Path):
-    [first, second] = resolve(str(checkpoint_dir))
+    [first, second] = resolve(str(checkpoint_dir), "all")
     units = make_plan([first, second], SMOKE.with_episodes(1), shard_size=1, replays=False)
     data = {first.digest: first.data, second.digest: second.data}
     worker = EvalWorker(cache_size=1)
@@ -105,3 +106,34 @@ def test_worker_caches_policies_lru_and_reports_errors(checkpoint_dir: Path):
     broken = state_dict_bytes(model, {**kwargs, "hidden": 16})
     error = worker.run(replace(units[0], checkpoint_digest="sha256:other"), broken)
     assert error.error and "does not fit" in error.error and not error.episodes
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("latest", ["v5"]),
+        ("all", ["v1", "v2", "v3", "v4", "v5"]),
+        ("last:2", ["v4", "v5"]),
+        ("last:9", ["v1", "v2", "v3", "v4", "v5"]),
+        ("every:2", ["v1", "v3", "v5"]),
+        ("every:3", ["v2", "v5"]),
+        ("v2,v4", ["v2", "v4"]),
+        (" v4, v2 ", ["v2", "v4"]),
+    ],
+)
+def test_checkpoint_selection(selector: str, expected: list[str]):
+    versions = [f"v{i}" for i in range(1, 6)]
+    assert select(versions, versions, selector, "run") == expected
+
+
+@pytest.mark.parametrize("selector", ["newest", "last:0", "every:x", "3", "v1;v2"])
+def test_bad_selectors_are_usage_errors(selector: str):
+    with pytest.raises(UsageError, match="latest, all, last:N, every:K"):
+        select(["v1"], ["v1"], selector, "run")
+    with pytest.raises(ValidationError):
+        EvalConfig(policy_uris=("x",), checkpoints=selector)
+
+
+def test_missing_explicit_version_lists_available():
+    with pytest.raises(UsageError, match="run has no checkpoint v9; available: v1, v2"):
+        select(["a", "b"], ["v1", "v2"], "v9", "run")

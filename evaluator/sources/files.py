@@ -11,22 +11,20 @@ from urllib.parse import unquote, urlparse
 
 from mettagrid.policy.submission import POLICY_MANIFEST_FILENAME, POLICY_SPEC_FILENAME
 
-from evaluator.sources import Checkpoint, digest_of
+from evaluator.sources import Candidate, SourceSettings
 from sim.errors import UsageError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".zip", ".ts", ".jit", ".torchscript")
 
 
-def resolve(uri: str) -> list[Checkpoint]:
+def candidates(uri: str, settings: SourceSettings) -> list[Candidate]:
     path = path_of(uri)
     if not path.exists():
         raise UsageError(f"policy path {path} does not exist; pass an existing checkpoint file or directory")
-    if path.is_file():
-        return [_checkpoint(path, uri, version="v1")]
-    if _is_policy_dir(path):
-        return [_checkpoint(path, uri, version="v1")]
+    if path.is_file() or is_policy_dir(path):
+        return [_candidate(path, uri, version="v1")]
     members = sorted(
-        (p for p in path.iterdir() if (p.is_file() and p.name.endswith(CHECKPOINT_SUFFIXES)) or _is_policy_dir(p)),
+        (p for p in path.iterdir() if (p.is_file() and p.name.endswith(CHECKPOINT_SUFFIXES)) or is_policy_dir(p)),
         key=lambda p: natural_key(p.name),
     )
     if not members:
@@ -35,7 +33,7 @@ def resolve(uri: str) -> list[Checkpoint]:
             f"policy directory {path} {kind}; expected files ending in {', '.join(CHECKPOINT_SUFFIXES)} "
             f"or policy directories with {POLICY_SPEC_FILENAME}"
         )
-    return [_checkpoint(p, p.resolve().as_uri(), version=f"v{i}") for i, p in enumerate(members, start=1)]
+    return [_candidate(p, p.resolve().as_uri(), version=f"v{i}") for i, p in enumerate(members, start=1)]
 
 
 def path_of(uri: str) -> Path:
@@ -50,19 +48,24 @@ def natural_key(name: str) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _is_policy_dir(path: Path) -> bool:
+def is_policy_dir(path: Path) -> bool:
     return path.is_dir() and ((path / POLICY_SPEC_FILENAME).is_file() or (path / POLICY_MANIFEST_FILENAME).is_file())
 
 
-def _checkpoint(path: Path, uri: str, version: str) -> Checkpoint:
-    data = _zip_directory(path) if path.is_dir() else path.read_bytes()
-    name = path.name
+def checkpoint_name(filename: str) -> str:
     for suffix in CHECKPOINT_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return Checkpoint(name=name, uri=uri, version=version, digest=digest_of(data), data=data)
+        filename = filename.removesuffix(suffix)
+    return filename
 
 
-def _zip_directory(root: Path) -> bytes:
+def _candidate(path: Path, uri: str, version: str) -> Candidate:
+    def fetch() -> bytes:
+        return zip_directory(path) if path.is_dir() else path.read_bytes()
+
+    return Candidate(name=checkpoint_name(path.name), uri=uri, version=version, fetch=fetch)
+
+
+def zip_directory(root: Path) -> bytes:
     """A deterministic zip of a policy directory (sorted members, fixed timestamps), so that its digest
     only changes when its content does."""
     buffer = io.BytesIO()
