@@ -23,6 +23,7 @@ from rich.console import Console
 from evaluator.config import Device, EvalConfig
 from evaluator.driver import evaluate
 from evaluator.report import ErrorReport, Report, report_schema
+from evaluator.secrets import SECRET_VARIABLES, Redactor
 from evaluator.summary import summary_tables
 from sim.errors import EvaluatorError, UsageError
 from sim.suites import SUITES, get_suite
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_redact = Redactor(())
 MARKER_START, MARKER_END = "===JSON_OUTPUT_START===", "===JSON_OUTPUT_END==="
 """The seed's docker-entrypoint markers: the JSON can be cut out of Ray job logs between them."""
 
@@ -137,7 +139,10 @@ ENTRYPOINT_VARIABLES = {
 
 def _execute(options: dict[str, object], *, markers: bool, progress: bool, usage_exit: int) -> None:
     """Validate, evaluate, print; map exceptions to exit codes (the only place that does)."""
+    global _redact
+    _redact = Redactor([os.environ.get(name) for name in SECRET_VARIABLES] + [options.get("wandb_api_key")])
     _setup_logging()
+    _redact.install()
     uris = options.get("policy_uris") or ()
     first_uri = (uris.split(",")[0] if isinstance(uris, str) else next(iter(uris), None)) or None
     try:
@@ -212,12 +217,13 @@ def _fail(
     message: str, code: int, policy_uri: str | None, trace: str | None = None, *, markers: bool = False
 ) -> NoReturn:
     """One line on stderr, the error JSON on stdout, then exit with `code`."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(_redact(f"error: {message}"), err=True)
     _emit(ErrorReport(error=message, traceback=trace, policy_uri=policy_uri).model_dump_json(indent=2), markers)
     raise typer.Exit(code)
 
 
 def _emit(document: str, markers: bool) -> None:
+    document = _redact(document)
     typer.echo(f"{MARKER_START}\n{document}\n{MARKER_END}" if markers else document)
 
 

@@ -29,18 +29,25 @@ from actors.eval_worker import EvalWorker
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator import __version__
 from evaluator.config import Device, EvalConfig
-from evaluator.outputs import (
+from evaluator.outputs import OutputError, deliver, preflight, with_delivered_replay_urls
+from evaluator.outputs.local import (
     EpisodeRow,
     atomic_write,
-    check_output_uri,
     check_writable,
-    copy_to_output,
     replay_path,
     write_episodes,
     write_report,
 )
 from evaluator.plan import make_plan
-from evaluator.report import CheckpointReport, PolicyReport, Report, Timing, WorkerReport, checkpoint_metrics
+from evaluator.report import (
+    CheckpointReport,
+    OutputStatus,
+    PolicyReport,
+    Report,
+    Timing,
+    WorkerReport,
+    checkpoint_metrics,
+)
 from evaluator.sources import Checkpoint, SourceSettings, resolve
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
@@ -80,9 +87,10 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
     """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input."""
     started = time.perf_counter()
     suite = load_suite(config)
-    check_output_uri(config.output_uri)
     check_writable(config.data_dir)
     settings = source_settings(config)
+    if config.output_uri:
+        preflight(config.output_uri, settings)
     entries = [
         _Entry(uri, checkpoint)
         for uri in config.policy_uris
@@ -112,11 +120,26 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
     report = collector.report(config, timing, stats)
     write_episodes(run_dir / "episodes.parquet", collector.rows())
+    if config.output_uri:
+        report = with_delivered_replay_urls(report, run_dir, config.output_uri)
+        report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})
     write_report(run_dir, report)
     if config.output_uri:
-        copy_to_output(run_dir, config.output_uri)
-    failed = any(c.error for p in report.policies for c in p.checkpoints)
+        report = _deliver(run_dir, report, config, settings)
+    failed = report.output is not None and report.output.error is not None
+    failed = failed or any(c.error for p in report.policies for c in p.checkpoints)
     return RunOutcome(report=report, run_dir=run_dir, failed=failed)
+
+
+def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:
+    """Deliver to OUTPUT_URI; a failure is recorded in the report (and the local report.json), never lost."""
+    try:
+        deliver(run_dir, report, config.output_uri, settings)
+    except (OutputError, UsageError) as exc:
+        logger.error("%s", exc)
+        report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri, error=str(exc))})
+        write_report(run_dir, report)
+    return report
 
 
 def source_settings(config: EvalConfig) -> SourceSettings:

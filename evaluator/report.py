@@ -73,6 +73,11 @@ class Timing(_Model):
     workers: int
 
 
+class OutputStatus(_Model):
+    uri: str = Field(description="OUTPUT_URI the results were delivered to")
+    error: str | None = Field(default=None, description="why delivery failed; null when it succeeded")
+
+
 class Report(_Model):
     simulation_suite: str
     run_name: str
@@ -81,6 +86,7 @@ class Report(_Model):
     policies: list[PolicyReport]
     timing: Timing
     workers: list[WorkerReport] = Field(default_factory=list)
+    output: OutputStatus | None = None
 
 
 class ErrorReport(_Model):

@@ -65,12 +65,13 @@ def _candidate(path: Path, uri: str, version: str) -> Candidate:
     return Candidate(name=checkpoint_name(path.name), uri=uri, version=version, fetch=fetch)
 
 
-def zip_directory(root: Path) -> bytes:
+def zip_directory(root: Path, exclude: tuple[str, ...] = ()) -> bytes:
     """A deterministic zip of a policy directory (sorted members, fixed timestamps), so that its digest
     only changes when its content does."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for member in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        members = (p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.name not in exclude)
+        for member in sorted(members):
             info = zipfile.ZipInfo(member.relative_to(root).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, member.read_bytes())

@@ -1,11 +1,10 @@
-"""Writing a run's outputs: report.json, episodes.parquet, replays. Every file is written to a temporary
+"""Writing a run's local outputs: report.json, episodes.parquet, replays. Every file is written to a temporary
 name in its directory and renamed into place, so a reader never sees half a file; report.json is written
 last and marks the run complete."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluator.report import Report
-from evaluator.sources.files import path_of
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
 from sim.replays import REPLAY_SUFFIX
@@ -70,12 +68,6 @@ def check_writable(data_dir: Path) -> None:
         raise UsageError(f"DATA_DIR {data_dir} is not writable ({exc.strerror}); pass --data-dir") from None
 
 
-def check_output_uri(output_uri: str | None) -> None:
-    if output_uri and "://" in output_uri and not output_uri.startswith("file://"):
-        scheme = output_uri.split("://", 1)[0]
-        raise UsageError(f"OUTPUT_URI scheme {scheme}:// is not supported; use a path or file:// URI")
-
-
 def replay_path(run_dir: Path, checkpoint_index: int, checkpoint_name: str, env: str, episode: int) -> Path:
     return run_dir / "replays" / f"{checkpoint_index:03d}_{checkpoint_name}" / f"{env}_ep{episode}{REPLAY_SUFFIX}"
 
@@ -110,15 +102,3 @@ def write_report(run_dir: Path, report: Report) -> Path:
     path = run_dir / "report.json"
     atomic_write(path, report.model_dump_json(indent=2).encode())
     return path
-
-
-def copy_to_output(run_dir: Path, output_uri: str) -> Path:
-    """Copy the finished run directory to OUTPUT_URI/<run_name> (staged under a temp name, then renamed)."""
-    target = path_of(output_uri) / run_dir.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{run_dir.name}."))
-    shutil.copytree(run_dir, staging, dirs_exist_ok=True)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
-    return target

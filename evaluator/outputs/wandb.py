@@ -1,0 +1,96 @@
+"""OUTPUT_URI wandb://<entity>/<project>[/<run_id>]: log the results to a W&B run, as the seed did.
+
+The run has job type `policy_evaluation` (resumed when a run id is given); its summary holds Metta's
+keys for the latest checkpoint (`<suite>/score`, `<suite>/<env>`, `reward_avg`) plus the same keys under
+`<checkpoint>:<version>/` for every checkpoint; a `wandb.Table` holds one row per checkpoint and
+environment; report.json is logged as an artifact of type `evaluation_results` and waited for, so a
+successful return means W&B has it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from evaluator.outputs import OutputError
+from evaluator.report import Report
+from evaluator.sources import SourceSettings
+from evaluator.wandb_client import require_key
+from sim.errors import UsageError
+
+_OUTPUT_FORM = re.compile(r"^wandb://(?P<entity>[\w.\-]+)/(?P<project>[\w.\-]+)(?:/(?P<run_id>[\w.\-]+))?/?$")
+TABLE_COLUMNS = [
+    "policy_uri",
+    "checkpoint",
+    "version",
+    "digest",
+    "env",
+    "score",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "success_rate",
+    "episodes",
+    "mean_steps",
+]
+
+
+def parse_output_uri(output_uri: str) -> tuple[str, str, str | None]:
+    match = _OUTPUT_FORM.match(output_uri)
+    if not match:
+        raise UsageError(f"malformed W&B OUTPUT_URI {output_uri!r}; expected wandb://<entity>/<project>[/<run_id>]")
+    return match["entity"], match["project"], match["run_id"]
+
+
+def summary_metrics(report: Report) -> dict[str, float]:
+    """Metta's keys: unprefixed for the last evaluated checkpoint, prefixed by `<name>:<version>/` for all."""
+    suite = report.simulation_suite
+    summary: dict[str, float] = {}
+    for policy in report.policies:
+        for checkpoint in policy.checkpoints:
+            if checkpoint.metrics is None:
+                continue
+            metrics = {f"{suite}/score": checkpoint.metrics.suite_scores[f"{suite}/score"]}
+            metrics |= {f"{suite}/{env}": m.score for env, m in checkpoint.metrics.environments.items()}
+            metrics["reward_avg"] = checkpoint.metrics.reward_avg
+            summary |= metrics | {f"{checkpoint.name}:{checkpoint.version}/{k}": v for k, v in metrics.items()}
+    return summary
+
+
+def table_rows(report: Report) -> list[list[object]]:
+    rows = []
+    for policy in report.policies:
+        for c in policy.checkpoints:
+            for env, m in c.metrics.environments.items() if c.metrics else ():
+                row = [policy.policy_uri, c.name, c.version, c.digest, env, m.score, m.std, *m.ci95]
+                rows.append(row + [m.success_rate, m.episodes, m.mean_steps])
+    return rows
+
+
+def log_run(run_dir: Path, report: Report, output_uri: str, settings: SourceSettings) -> None:
+    entity, project, run_id = parse_output_uri(output_uri)
+    key = require_key(settings.wandb_api_key, output_uri)
+    import wandb
+
+    try:
+        run = wandb.init(
+            entity=entity,
+            project=project,
+            id=run_id,
+            resume="allow" if run_id else None,
+            job_type="policy_evaluation",
+            name=report.run_name,
+            config={"simulation_suite": report.simulation_suite, "seed": report.seed, "run_name": report.run_name},
+            settings=wandb.Settings(api_key=key, silent=True, console="off", save_code=False),
+        )
+        try:
+            run.summary.update(summary_metrics(report))
+            run.log({"evaluation": wandb.Table(columns=TABLE_COLUMNS, data=table_rows(report))})
+            artifact = wandb.Artifact(name=f"evaluation_results_{report.run_name}", type="evaluation_results")
+            artifact.add_file(str(run_dir / "report.json"), name="report.json")
+            run.log_artifact(artifact).wait()
+        finally:
+            run.finish()
+    except Exception as exc:  # wandb raises many types (CommError, UsageError, timeouts): all mean "not delivered"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutputError(f"logging results to {output_uri} failed: {message}") from None

@@ -1,0 +1,148 @@
+"""s3:// policies and OUTPUT_URI against moto's S3 server on 127.0.0.1 (real boto3, real S3 protocol)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import settings as moto_settings
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.server import ThreadedMotoServer
+
+from evaluator.config import EvalConfig
+from evaluator.driver import evaluate
+from evaluator.outputs import OutputError
+from evaluator.outputs.s3 import upload_run
+from evaluator.report import Report
+from evaluator.sources import resolve
+from sim.errors import UsageError
+from tests.conftest import state_dict_bytes, tiny_model
+
+SECRET = "s3cr3t-AWS-key-that-must-never-leak"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.client]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="policies")
+    client.create_bucket(Bucket="results")
+    for seed, name in ((1, "ckpt_1.pt"), (2, "ckpt_2.pt"), (3, "ckpt_10.pt")):
+        model, kwargs = tiny_model(seed)
+        client.put_object(Bucket="policies", Key=f"run/{name}", Body=state_dict_bytes(model, kwargs))
+    client.put_object(Bucket="policies", Key="run/notes.txt", Body=b"not a checkpoint")
+    yield client
+    server.stop()
+
+
+@contextlib.contextmanager
+def deny_after(requests: int):
+    """Enforce authentication after `requests` more requests: our made-up access key then gets 403s."""
+    ActionAuthenticatorMixin.request_count = 0
+    previous, moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT, requests
+    try:
+        yield
+    finally:
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = previous
+
+
+def test_prefix_lists_checkpoints_in_natural_order(s3):
+    checkpoints = resolve("s3://policies/run/", "all")
+    assert [(c.name, c.version) for c in checkpoints] == [("ckpt_1", "v1"), ("ckpt_2", "v2"), ("ckpt_10", "v3")]
+    assert [c.uri for c in checkpoints][-1] == "s3://policies/run/ckpt_10.pt"
+    [latest] = resolve("s3://policies/run/")
+    assert latest.name == "ckpt_10" and latest.data == checkpoints[-1].data
+    [one] = resolve("s3://policies/run/ckpt_2.pt")
+    assert one.digest == checkpoints[1].digest
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("s3://nobucket/run/", "S3 bucket of s3://nobucket/run/ does not exist"),
+        ("s3://policies/run/ckpt_7.pt", "S3 object s3://policies/run/ckpt_7.pt does not exist"),
+        ("s3://policies/empty/", "no checkpoint objects under s3://policies/empty/"),
+    ],
+)
+def test_s3_source_errors_are_one_line(s3, uri: str, message: str):
+    with pytest.raises(UsageError, match=message) as info:
+        resolve(uri)
+    assert "\n" not in str(info.value)
+
+
+def test_access_denied(s3):
+    with deny_after(0), pytest.raises(UsageError, match=r"access to s3://policies/run/ denied \(InvalidAccessKeyId\)"):
+        resolve("s3://policies/run/")
+
+
+def test_endpoint_down(monkeypatch: pytest.MonkeyPatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    with pytest.raises(UsageError, match="cannot reach the S3 endpoint"):
+        resolve("s3://policies/run/")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_s3_policy_and_s3_output_end_to_end(s3, tmp_path: Path, capsys: pytest.CaptureFixture):
+    config = EvalConfig(
+        policy_uris=("s3://policies/run/",),
+        checkpoints="last:2",
+        suite="smoke",
+        episodes=1,
+        data_dir=tmp_path,
+        run_name="s3run",
+        output_uri="s3://results/evals",
+    )
+    outcome = evaluate(config)
+    assert not outcome.failed and outcome.report.output.error is None
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="evals/s3run/")["Contents"]}
+    assert {"evals/s3run/report.json", "evals/s3run/episodes.parquet"} <= keys
+    uploaded = Report.model_validate_json(s3.get_object(Bucket="results", Key="evals/s3run/report.json")["Body"].read())
+    assert [c.name for c in uploaded.policies[0].checkpoints] == ["ckpt_2", "ckpt_10"]
+    for checkpoint in uploaded.policies[0].checkpoints:
+        assert checkpoint.replay_url.startswith("s3://results/evals/s3run/replays/")
+        assert checkpoint.replay_url.removeprefix("s3://results/") in keys
+    local = (tmp_path / "s3run" / "report.json").read_text()
+    assert SECRET not in local and SECRET not in json.dumps(outcome.report.model_dump()) + capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_failed_upload_is_an_error_and_leaves_nothing(s3, tmp_path: Path):
+    config = EvalConfig(
+        policy_uris=("builtin://navigator",), suite="smoke", episodes=1, data_dir=tmp_path, output_uri="s3://results/x"
+    )
+    with deny_after(1):  # the preflight's HeadBucket passes, the first upload is refused
+        outcome = evaluate(config)
+    assert outcome.failed
+    assert "access to s3://results/x/" in outcome.report.output.error
+    assert "Contents" not in s3.list_objects_v2(Bucket="results", Prefix="x/")
+    saved = Report.model_validate_json((outcome.run_dir / "report.json").read_text())
+    assert saved.output.error == outcome.report.output.error
+
+
+def test_upload_to_missing_bucket(s3, tmp_path: Path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "report.json").write_text("{}")
+    with pytest.raises(OutputError, match="upload to s3://gone/p failed: S3 bucket .* does not exist"):
+        upload_run(tmp_path / "run", "s3://gone/p")
+
+
+def test_output_preflight_refuses_missing_bucket_before_evaluating(s3, tmp_path: Path):
+    config = EvalConfig(policy_uris=("builtin://navigator",), suite="smoke", data_dir=tmp_path, output_uri="s3://gone")
+    with pytest.raises(UsageError, match="S3 bucket of s3://gone does not exist"):
+        evaluate(config)
