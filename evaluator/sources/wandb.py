@@ -66,8 +66,11 @@ def candidates(uri: str, settings: SourceSettings) -> list[Candidate]:
         if ref.version:
             artifacts = [client.artifact(f"{ref.collection}:{ref.version}", type=ref.type)]
         else:
-            artifact_type = ref.type or client.artifact(f"{ref.collection}:latest").type
-            artifacts = sorted(client.artifacts(artifact_type, ref.collection), key=lambda a: int(a.version[1:]))
+            # Resolving `latest` first proves the collection exists (listing a missing one fails obscurely)
+            # and tells its type for the 3-part form.
+            artifact_type = client.artifact(f"{ref.collection}:latest", type=ref.type).type
+            listed = client.artifacts(artifact_type, ref.collection)
+            artifacts = sorted(listed, key=lambda a: int(a.version.removeprefix("v")))
     if not artifacts:
         raise UsageError(f"W&B artifact collection {ref.collection} has no versions")
     return [_candidate(artifact, ref, settings) for artifact in artifacts]
