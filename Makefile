@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := data
-DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p builtin://random
+DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p builtin://random --checkpoints all
 
 .PHONY: demo test lint format clean
 

@@ -203,6 +203,8 @@ def summary(
     except (OSError, ValidationError) as exc:
         _fail(f"cannot read report {report_path}: {str(exc).splitlines()[0]}", EXIT_USAGE, None)
     console = Console()
+    if not console.is_terminal:  # piped or in `make demo`: don't squeeze the tables into 80 columns
+        console = Console(width=160)
     for table in summary_tables(report):
         console.print(table)
 

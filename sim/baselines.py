@@ -114,6 +114,13 @@ class NavigatorPolicy(BatchPolicy):
         heading[:] = direction  # a planned detour also turns the explorer, so it never undoes the detour
         return self._moves[direction]
 
+    def follow(self, actions: np.ndarray) -> None:
+        """Continue exploring from moves another policy made (DAgger labelling: the navigator answers "what
+        would you do, having walked this way" instead of continuing the walk it imagined)."""
+        heading = self._heading[: len(actions)]
+        for direction, action in enumerate(self._moves):
+            heading[actions == action] = direction
+
     def _local_maps(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(agents, H, W) masks of cells holding any object, and of cells holding a heart source."""
         n = observations.shape[0]

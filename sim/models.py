@@ -9,9 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_EMPTY = 0xFF
-_GLOBAL = 0xFE
-
 
 class TokenGridMLP(nn.Module):
     """Object-type occupancy of the egocentric window (one-hot per tag) -> MLP -> action logits.
