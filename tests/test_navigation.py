@@ -40,3 +40,24 @@ def test_navigator_far_above_random_on_most_environments(suite_name: str):
     navigator, random = scores(suite, "navigator", 8), scores(suite, "random", 8)
     far_above = [name for name in navigator if navigator[name] > 0 and navigator[name] >= 2 * random[name]]
     assert len(far_above) >= 0.8 * len(suite.envs), (navigator, random)
+
+
+@pytest.mark.slow
+def test_example_checkpoints_improve_and_beat_random():
+    """The committed example run is the demo's proof: later checkpoints score higher, the last beats random."""
+    from evaluator.sources import resolve
+
+    first, *_, last = resolve(str(Path(__file__).parents[1] / "examples" / "policies" / "navigator_bc"), "all")
+
+    def suite_score(uri: str, data: bytes) -> float:
+        jobs = [
+            EpisodeJob(env, i, episode_seed(NAVIGATION.seed, env.name, i)) for env in NAVIGATION.envs for i in range(8)
+        ]
+        results = run_episodes(load_policy(uri, data), jobs)
+        return sum(summarize([r for r in results if r.env == e.name]).score for e in NAVIGATION.envs) / len(
+            NAVIGATION.envs
+        )
+
+    random, weak, strong = (suite_score(c.uri, c.data) for c in (resolve("builtin://random")[0], first, last))
+    assert strong > weak > random
+    assert strong > 4 * random
