@@ -85,6 +85,9 @@ def run(
     shard_size: Annotated[int, typer.Option(help="Episodes per work unit.")] = 8,
     cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
     replays: Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")] = True,
+    use_cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse episode results cached in DATA_DIR.")
+    ] = True,
     ray_address: Annotated[
         str | None,
         typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally]."),

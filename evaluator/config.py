@@ -50,6 +50,8 @@ class EvalConfig(BaseModel):
     """Loaded policies each worker keeps (LRU)."""
     max_attempts: int = Field(default=3, ge=1)
     """Tries per work unit before its checkpoint is marked failed (worker deaths, crashes)."""
+    use_cache: bool = True
+    """Reuse episode results cached in DATA_DIR (--no-cache plays everything again)."""
     replays: bool = True
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None

@@ -48,7 +48,9 @@ from evaluator.report import (
     WorkerReport,
     checkpoint_metrics,
 )
+from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint, SourceSettings, resolve
+from sim.envs import episode_seed
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
 from sim.suites import Suite, get_suite
@@ -96,26 +98,16 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
         for uri in config.policy_uris
         for checkpoint in resolve(uri, config.checkpoints, settings)
     ]
-    fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
-    units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays)
     run_dir = config.data_dir / config.run_name
+    cache = ResultsCache(config.data_dir) if config.use_cache else None
+    collector = _Collector(run_dir, entries, suite)
+    cached = collector.add_cached(cache, replays=config.replays) if cache else set()
+    fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
+    units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays, skip=cached)
 
-    ray_init_s, started_ray = connect(config)
-    try:
-        num_workers = worker_count(config, ray.cluster_resources(), len(units))
-        workers = start_workers(config, num_workers)
-        collector = _Collector(run_dir, entries, suite)
-        eval_started = time.perf_counter()
-        with _progress(show_progress, sum(len(u.episodes) for u in units)) as advance:
-            scheduler = Scheduler(workers, entries, units, config.max_attempts)
-            scheduler.run(lambda unit, result: (collector.add(unit, result), advance(len(unit.episodes))))
-        evaluation_s = time.perf_counter() - eval_started
-        stats = [ray.get(worker.stats.remote()) for worker in workers]
-        for worker in workers:
-            ray.kill(worker)
-    finally:
-        if started_ray:
-            ray.shutdown()
+    ray_init_s, evaluation_s, stats = 0.0, 0.0, []
+    if units:  # everything cached: no Ray at all
+        ray_init_s, evaluation_s, stats = _run_units(config, entries, units, collector, cache, show_progress)
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
     report = collector.report(config, timing, stats)
@@ -129,6 +121,39 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
     failed = report.output is not None and report.output.error is not None
     failed = failed or any(c.error for p in report.policies for c in p.checkpoints)
     return RunOutcome(report=report, run_dir=run_dir, failed=failed)
+
+
+def _run_units(
+    config: EvalConfig,
+    entries: Sequence[_Entry],
+    units: Sequence[WorkUnit],
+    collector: _Collector,
+    cache: ResultsCache | None,
+    show_progress: bool,
+) -> tuple[float, float, list[WorkerStats]]:
+    """Start or attach to Ray, run the units on a pool of workers; (ray start s, evaluation s, worker stats)."""
+
+    def on_result(unit: WorkUnit, result: UnitResult) -> None:
+        collector.add(unit, result)
+        if cache is not None:
+            for episode in result.episodes:
+                cache.put(unit.checkpoint_digest, unit.env, episode)
+        advance(len(unit.episodes))
+
+    ray_init_s, started_ray = connect(config)
+    try:
+        workers = start_workers(config, worker_count(config, ray.cluster_resources(), len(units)))
+        eval_started = time.perf_counter()
+        with _progress(show_progress, sum(len(u.episodes) for u in units)) as advance:
+            Scheduler(workers, entries, units, config.max_attempts).run(on_result)
+        evaluation_s = time.perf_counter() - eval_started
+        stats = [ray.get(worker.stats.remote()) for worker in workers]
+        for worker in workers:
+            ray.kill(worker)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return ray_init_s, evaluation_s, stats
 
 
 def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:
@@ -290,24 +315,48 @@ class _Collector:
     results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
+    cached_episodes: int = 0
+    played_agent_steps: int = 0
 
     def __post_init__(self) -> None:
         for index, entry in enumerate(self.entries):
             if entry.checkpoint.error:
                 self.errors[index] = entry.checkpoint.error
 
+    def add_cached(self, cache: ResultsCache, replays: bool) -> set[tuple[int, str, int]]:
+        """Take every episode the cache already holds; return their (checkpoint index, env, episode) keys.
+        Episode 0 counts as cached only with its replay when replays are wanted."""
+        found: set[tuple[int, str, int]] = set()
+        for index, entry in enumerate(self.entries):
+            if entry.checkpoint.error:
+                continue
+            for env in self.suite.envs:
+                for episode in range(env.episodes):
+                    seed = episode_seed(self.suite.seed, env.name, episode)
+                    result = cache.get(entry.checkpoint.digest, env, seed, episode)
+                    if result is None or (replays and episode == 0 and result.replay is None):
+                        continue
+                    self._keep(index, result)
+                    found.add((index, env.name, episode))
+        self.cached_episodes = len(found)
+        return found
+
     def add(self, unit: WorkUnit, result: UnitResult) -> None:
         index = unit.checkpoint_index
         if result.error:
             self.errors.setdefault(index, result.error)
             return
-        entry = self.entries[index]
         for episode in result.episodes:
-            self.results.setdefault(index, []).append(episode)
-            if episode.replay is not None:
-                path = replay_path(self.run_dir, index, entry.checkpoint.name, episode.env, episode.episode)
-                atomic_write(path, episode.replay)
-                self.replay_urls[(index, episode.env)] = path.resolve().as_uri()
+            self._keep(index, episode)
+            self.played_agent_steps += episode.agent_steps
+
+    def _keep(self, index: int, episode: EpisodeResult) -> None:
+        self.results.setdefault(index, []).append(episode)
+        if episode.replay is not None:
+            name = self.entries[index].checkpoint.name
+            path = replay_path(self.run_dir, index, name, episode.env, episode.episode)
+            atomic_write(path, episode.replay)
+            self.replay_urls[(index, episode.env)] = path.resolve().as_uri()
 
     def rows(self) -> list[EpisodeRow]:
         """One row per episode: checkpoints in plan order, environments in suite order, then episode."""
@@ -322,7 +371,7 @@ class _Collector:
         return rows
 
     def timing(self, wall_s: float, ray_init_s: float, evaluation_s: float, stats: list[WorkerStats]) -> Timing:
-        agent_steps = sum(r.agent_steps for results in self.results.values() for r in results)
+        agent_steps = self.played_agent_steps
         return Timing(
             wall_s=wall_s,
             ray_init_s=ray_init_s,
@@ -330,6 +379,7 @@ class _Collector:
             agent_steps=agent_steps,
             agent_steps_per_s=agent_steps / evaluation_s if evaluation_s > 0 else 0.0,
             episodes=sum(len(results) for results in self.results.values()),
+            episodes_cached=self.cached_episodes,
             policy_loads=sum(s.loads for s in stats),
             workers=len(stats),
         )

@@ -3,7 +3,7 @@ inputs always give the same units, and a unit's episode seeds do not depend on t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from actors.protocol import WorkUnit
 from evaluator.sources import Checkpoint
@@ -12,12 +12,18 @@ from sim.suites import Suite
 
 
 def make_plan(
-    checkpoints: Sequence[Checkpoint | None], suite: Suite, *, shard_size: int, replays: bool = True
+    checkpoints: Sequence[Checkpoint | None],
+    suite: Suite,
+    *,
+    shard_size: int,
+    replays: bool = True,
+    skip: Set[tuple[int, str, int]] = frozenset(),
 ) -> list[WorkUnit]:
     """Units ordered checkpoint-major, so a worker that holds a checkpoint finds its next units together.
     `None` stands for a checkpoint that gets no units (it failed to fetch) but keeps its index.
 
-    With `replays`, episode 0 of every (checkpoint, environment) is recorded.
+    With `replays`, episode 0 of every (checkpoint, environment) is recorded. Episodes whose
+    (checkpoint index, env name, episode) is in `skip` (already cached) get no unit.
     """
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
@@ -26,8 +32,9 @@ def make_plan(
         if checkpoint is None:
             continue
         for env in suite.envs:
-            for start in range(0, env.episodes, shard_size):
-                episodes = tuple(range(start, min(start + shard_size, env.episodes)))
+            todo = [e for e in range(env.episodes) if (index, env.name, e) not in skip]
+            for start in range(0, len(todo), shard_size):
+                episodes = tuple(todo[start : start + shard_size])
                 units.append(
                     WorkUnit(
                         unit_id=len(units),

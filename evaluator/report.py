@@ -66,9 +66,10 @@ class Timing(_Model):
     wall_s: float = Field(description="driver wall time from start to report, Ray start included")
     ray_init_s: float
     evaluation_s: float = Field(description="from the first unit sent to the last result received")
-    agent_steps: int
+    agent_steps: int = Field(description="agent-steps of the episodes played in this run (cached ones excluded)")
     agent_steps_per_s: float = Field(description="agent_steps / evaluation_s")
     episodes: int
+    episodes_cached: int = Field(default=0, description="episodes taken from the results cache, not played")
     policy_loads: int = Field(description="checkpoint loads over all workers (cache misses)")
     workers: int
 

@@ -94,8 +94,10 @@ def test_same_metrics_for_one_and_two_workers(tmp_path: Path, checkpoint_dir: Pa
             shard_size=shard_size,
             episodes=3,
             data_dir=tmp_path,
+            use_cache=False,
         )
         report = evaluate(config).report
+        assert report.timing.episodes_cached == 0 and report.timing.workers == workers
         return [c.metrics for p in report.policies for c in p.checkpoints]
 
     assert metrics(1, 3) == metrics(2, 1)
