@@ -49,7 +49,9 @@ class EvalWorker:
         cache_size: int = 4,
         lockstep_envs: int = 32,
         node_id: str = "",
+        trust_remote_code: bool = False,
     ) -> None:
+        self._trust_remote_code = trust_remote_code
         self._gpu_ids = [str(i) for i in gpu_ids or []]
         self._device = resolve_device(device, self._gpu_ids, torch.cuda.is_available())
         self._cache: OrderedDict[str, BatchPolicy] = OrderedDict()
@@ -101,7 +103,7 @@ class EvalWorker:
             self._cache.move_to_end(digest)
             self._hits += 1
             return self._cache[digest], False
-        policy = load_policy(uri, data, self._device)
+        policy = load_policy(uri, data, self._device, trust_remote_code=self._trust_remote_code)
         self._loads += 1
         self._loaded.append(digest)
         self._cache[digest] = policy

@@ -85,6 +85,13 @@ def run(
     shard_size: Annotated[int, typer.Option(help="Episodes per work unit.")] = 8,
     cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
     replays: Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")] = True,
+    unit_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a work unit may run before it fails (hung policy or env).")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(help="Run code shipped inside mettagrid submission archives. Only for archives you trust."),
+    ] = False,
     use_cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse episode results cached in DATA_DIR.")
     ] = True,

@@ -50,6 +50,10 @@ class EvalConfig(BaseModel):
     """Loaded policies each worker keeps (LRU)."""
     max_attempts: int = Field(default=3, ge=1)
     """Tries per work unit before its checkpoint is marked failed (worker deaths, crashes)."""
+    unit_timeout: float | None = Field(default=None, gt=0)
+    """Seconds a work unit may run before it fails and its worker is replaced (a hung policy or env)."""
+    trust_remote_code: bool = False
+    """Let mettagrid submission archives run the code they ship (bundled modules, setup scripts)."""
     use_cache: bool = True
     """Reuse episode results cached in DATA_DIR (--no-cache plays everything again)."""
     replays: bool = True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT_PER_WORKER = 2
 """Two units queued per actor hide the round trip between units without starving other actors."""
-WORKER_MAX_RESTARTS = 3
 
 
 @dataclass
@@ -142,13 +141,14 @@ def _run_units(
 
     ray_init_s, started_ray = connect(config)
     try:
-        workers = start_workers(config, worker_count(config, ray.cluster_resources(), len(units)))
+        count = worker_count(config, ray.cluster_resources(), len(units))
+        scheduler = Scheduler(worker_factory(config), count, entries, units, config.max_attempts, config.unit_timeout)
         eval_started = time.perf_counter()
         with _progress(show_progress, sum(len(u.episodes) for u in units)) as advance:
-            Scheduler(workers, entries, units, config.max_attempts).run(on_result)
+            scheduler.run(on_result)
         evaluation_s = time.perf_counter() - eval_started
-        stats = [ray.get(worker.stats.remote()) for worker in workers]
-        for worker in workers:
+        stats = [ray.get(worker.stats.remote()) for worker in scheduler.workers]
+        for worker in scheduler.workers:
             ray.kill(worker)
     finally:
         if started_ray:
@@ -184,7 +184,7 @@ def load_suite(config: EvalConfig) -> Suite:
 
 def connect(config: EvalConfig) -> tuple[float, bool]:
     """Attach to the running Ray (tests, `ray job submit` sets RAY_ADDRESS) or start a local one.
-    Returns (seconds spent, whether we started it and so must shut it down)."""
+    Returns (seconds spent, whether we initialised this process's connection and so must shut it down)."""
     if ray.is_initialized():
         return 0.0, False
     started = time.perf_counter()
@@ -213,60 +213,86 @@ def worker_count(config: EvalConfig, resources: dict[str, float], num_units: int
     return max(1, min(count, num_units))
 
 
-def start_workers(config: EvalConfig, count: int) -> list[ray.actor.ActorHandle]:
-    """Resources are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU."""
+def worker_factory(config: EvalConfig) -> Callable[[], ray.actor.ActorHandle]:
+    """Resources are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU.
+    No Ray restarts: the scheduler replaces a dead worker itself, so its accounting of in-flight units
+    never races an actor coming back."""
     gpus = config.gpus_per_worker if config.device is Device.CUDA else 0
-    actor = ray.remote(_RayEvalWorker).options(
-        num_cpus=config.cpus_per_worker, num_gpus=gpus, max_restarts=WORKER_MAX_RESTARTS
-    )
+    actor = ray.remote(_RayEvalWorker).options(num_cpus=config.cpus_per_worker, num_gpus=gpus, max_restarts=0)
     threads = max(1, int(config.cpus_per_worker))
-    return [
-        actor.remote(device=config.device.value, num_threads=threads, cache_size=config.cache_size)
-        for _ in range(count)
-    ]
+
+    def start() -> ray.actor.ActorHandle:
+        return actor.remote(
+            device=config.device.value,
+            num_threads=threads,
+            cache_size=config.cache_size,
+            trust_remote_code=config.trust_remote_code,
+        )
+
+    return start
 
 
 class Scheduler:
-    """Explicit in-flight bookkeeping: which unit is on which worker, how often each unit was tried."""
+    """Explicit in-flight bookkeeping: which units are queued on which worker (in order: an actor runs its
+    calls one after another), when the one at the head started, and how often each unit was tried.
+
+    Failure policy:
+    - a call that raises because its worker died (process killed, node removed): that worker is replaced
+      by a fresh actor; the unit at its head counts one attempt and is re-queued (after `max_attempts`
+      it becomes its checkpoint's error: a poison unit cannot hang or sink the run); units queued behind
+      it are re-queued without counting;
+    - a head unit running longer than `unit_timeout` fails with that error at once (a hang is not
+      retried), and its worker is killed and replaced, so the other units go on;
+    - a checkpoint error returned by a worker (cannot load, bad output) drops that checkpoint's other units.
+    Each unit's result is reported once: results of replaced workers' calls are never read.
+    """
 
     def __init__(
         self,
-        workers: Sequence[ray.actor.ActorHandle],
+        new_worker: Callable[[], ray.actor.ActorHandle],
+        count: int,
         entries: Sequence[_Entry],
         units: Sequence[WorkUnit],
         max_attempts: int,
+        unit_timeout: float | None = None,
     ) -> None:
-        self._workers = list(workers)
+        self._new_worker = new_worker
+        self._workers = [new_worker() for _ in range(count)]
         self._refs = {e.checkpoint.digest: ray.put(e.checkpoint.data) for e in entries if not e.checkpoint.error}
         self._pending: deque[WorkUnit] = deque(units)
-        self._in_flight: dict[ray.ObjectRef, tuple[int, WorkUnit]] = {}
-        self._load = [0] * len(self._workers)
-        self._held: list[list[str]] = [[] for _ in self._workers]
+        self._queues: list[deque[tuple[ray.ObjectRef, WorkUnit]]] = [deque() for _ in range(count)]
+        self._head_started: list[float] = [0.0] * count
+        self._held: list[list[str]] = [[] for _ in range(count)]
         self._attempts: Counter[int] = Counter()
         self._max_attempts = max_attempts
+        self._unit_timeout = unit_timeout
+        self.replaced = 0
 
-    def run(self, on_result) -> None:
+    @property
+    def workers(self) -> list[ray.actor.ActorHandle]:
+        return list(self._workers)
+
+    def run(self, on_result: Callable[[WorkUnit, UnitResult], None]) -> None:
         """Call `on_result(unit, result)` once per unit, in completion order."""
-        while self._pending or self._in_flight:
+        while self._pending or any(self._queues):
             self._fill()
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+            owner = {ref: w for w, queue in enumerate(self._queues) for ref, _ in queue}
+            ready, _ = ray.wait(list(owner), num_returns=1, timeout=self._wait_timeout())
             for ref in ready:
-                worker, unit = self._in_flight.pop(ref)
-                self._load[worker] -= 1
+                worker = owner[ref]
+                unit = self._finish(worker, ref)
                 result = self._collect(ref, unit, worker)
-                if result is None:
-                    continue
-                if result.error:
-                    self._drop_checkpoint(unit.checkpoint_digest, on_result, result)
-                on_result(unit, result)
+                if result is not None:
+                    self._report(unit, result, on_result)
+            self._expire(on_result)
 
     def _fill(self) -> None:
-        for worker in range(len(self._workers)):
-            while self._pending and self._load[worker] < MAX_IN_FLIGHT_PER_WORKER:
+        for worker, queue in enumerate(self._queues):
+            while self._pending and len(queue) < MAX_IN_FLIGHT_PER_WORKER:
                 unit = self._pick(worker)
-                ref = self._workers[worker].run.remote(unit, self._refs[unit.checkpoint_digest])
-                self._in_flight[ref] = (worker, unit)
-                self._load[worker] += 1
+                if not queue:
+                    self._head_started[worker] = time.monotonic()
+                queue.append((self._workers[worker].run.remote(unit, self._refs[unit.checkpoint_digest]), unit))
                 if unit.checkpoint_digest not in self._held[worker]:
                     self._held[worker].append(unit.checkpoint_digest)
 
@@ -285,24 +311,65 @@ class Scheduler:
                 return unit
         return self._pending.popleft()
 
+    def _finish(self, worker: int, ref: ray.ObjectRef) -> WorkUnit:
+        queue = self._queues[worker]
+        index = next(i for i, (queued, _) in enumerate(queue) if queued == ref)
+        _, unit = queue[index]
+        del queue[index]
+        if index == 0:
+            self._head_started[worker] = time.monotonic()
+        return unit
+
     def _collect(self, ref: ray.ObjectRef, unit: WorkUnit, worker: int) -> UnitResult | None:
-        """The unit's result, or None when it was re-queued after a failure."""
+        """The unit's result, or None when it was re-queued after its worker died."""
         try:
             return ray.get(ref)
         except RayError as exc:
             self._attempts[unit.unit_id] += 1
             attempts = self._attempts[unit.unit_id]
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.warning("unit %d failed on worker %d (attempt %d: %s)", unit.unit_id, worker, attempts, reason)
+            self._replace(worker)
             if attempts < self._max_attempts:
-                logger.warning("unit %d failed on worker %d (%s); retrying", unit.unit_id, worker, reason)
                 self._pending.appendleft(unit)
                 return None
             return UnitResult(unit_id=unit.unit_id, worker=str(worker), error=f"failed {attempts} times: {reason}")
 
-    def _drop_checkpoint(self, digest: str, on_result, result: UnitResult) -> None:
-        for unit in [u for u in self._pending if u.checkpoint_digest == digest]:
-            self._pending.remove(unit)
-            on_result(unit, UnitResult(unit_id=unit.unit_id, worker=result.worker, error=result.error))
+    def _expire(self, on_result: Callable[[WorkUnit, UnitResult], None]) -> None:
+        if self._unit_timeout is None:
+            return
+        now = time.monotonic()
+        for worker, queue in enumerate(self._queues):
+            if queue and now - self._head_started[worker] > self._unit_timeout:
+                _, unit = queue[0]
+                error = f"timed out after {self._unit_timeout:g} s (--unit-timeout); its worker was replaced"
+                logger.warning("unit %d %s", unit.unit_id, error)
+                queue.popleft()
+                self._replace(worker)
+                self._report(unit, UnitResult(unit_id=unit.unit_id, worker=str(worker), error=error), on_result)
+
+    def _replace(self, worker: int) -> None:
+        """Kill the worker (if still alive) and start a fresh one; its queued units go back to pending."""
+        ray.kill(self._workers[worker], no_restart=True)
+        for _, unit in reversed(self._queues[worker]):
+            self._pending.appendleft(unit)
+        self._queues[worker].clear()
+        self._held[worker] = []
+        self._workers[worker] = self._new_worker()
+        self.replaced += 1
+
+    def _wait_timeout(self) -> float | None:
+        if self._unit_timeout is None:
+            return None
+        heads = [self._head_started[w] for w, queue in enumerate(self._queues) if queue]
+        return max(0.0, min(heads) + self._unit_timeout - time.monotonic()) + 0.01 if heads else None
+
+    def _report(self, unit: WorkUnit, result: UnitResult, on_result: Callable[[WorkUnit, UnitResult], None]) -> None:
+        on_result(unit, result)
+        if result.error:
+            for other in [u for u in self._pending if u.checkpoint_digest == unit.checkpoint_digest]:
+                self._pending.remove(other)
+                on_result(other, UnitResult(unit_id=other.unit_id, worker=result.worker, error=result.error))
 
 
 @dataclass

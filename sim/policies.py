@@ -28,12 +28,22 @@ import torch
 from mettagrid.policy.loader import (
     discover_and_register_policies,
     initialize_or_load_policy,
+    resolve_policy_class_path,
 )
 from mettagrid.policy.policy import AgentPolicy, MultiAgentPolicy, PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.policy.policy_registry import get_policy_registry
-from mettagrid.policy.prepare_policy_spec import extract_submission_archive, load_policy_spec_from_path
-from mettagrid.policy.submission import POLICY_MANIFEST_FILENAME, POLICY_SPEC_FILENAME
+from mettagrid.policy.prepare_policy_spec import (
+    extract_submission_archive,
+    find_package_source_root,
+    load_policy_spec_from_path,
+)
+from mettagrid.policy.submission import (
+    POLICY_MANIFEST_FILENAME,
+    POLICY_SPEC_FILENAME,
+    SubmissionPolicySpec,
+    load_policy_manifest,
+)
 from mettagrid.util.module import load_symbol
 
 from sim.baselines import BASELINES
@@ -44,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_SCHEME = "builtin://"
 STATE_DICT_FORMAT_VERSION = 1
+MAX_ARCHIVE_BYTES = 2 * 1024**3
+"""Largest expanded size of a checkpoint archive (a policy of a few GB is already unusual)."""
+MAX_ARCHIVE_MEMBERS = 10_000
 STATE_DICT_KEYS = ("format_version", "class_path", "init_kwargs", "state_dict")
 CONVERT_HINT = (
     "save it as TorchScript (torch.jit.save(torch.jit.script(model), path)) or as a state dict "
@@ -75,9 +88,11 @@ def detect_format(uri: str, data: bytes) -> PolicyFormat:
         )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
     except zipfile.BadZipFile as exc:
         raise PolicyError(f"{uri} is a corrupt zip archive: {exc}") from None
+    _check_expanded_size(uri, members)
+    names = [member.filename for member in members]
     if POLICY_SPEC_FILENAME in names or POLICY_MANIFEST_FILENAME in names:
         return PolicyFormat.METTAGRID_SPEC
     if any("/code/" in name or name.endswith("constants.pkl") for name in names):
@@ -90,13 +105,24 @@ def detect_format(uri: str, data: bytes) -> PolicyFormat:
     )
 
 
-def load_policy(uri: str, data: bytes, device: str = "cpu") -> BatchPolicy:
-    """Load one checkpoint for inference on `device`."""
+def _check_expanded_size(uri: str, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse zip bombs before anything is extracted or read (sizes come from the central directory)."""
+    expanded = sum(member.file_size for member in members)
+    if len(members) > MAX_ARCHIVE_MEMBERS or expanded > MAX_ARCHIVE_BYTES:
+        raise PolicyError(
+            f"{uri} expands to {expanded:,} bytes in {len(members):,} files (limits {MAX_ARCHIVE_BYTES:,} bytes, "
+            f"{MAX_ARCHIVE_MEMBERS:,} files); refusing a possible zip bomb"
+        )
+
+
+def load_policy(uri: str, data: bytes, device: str = "cpu", *, trust_remote_code: bool = False) -> BatchPolicy:
+    """Load one checkpoint for inference on `device`. Code shipped inside a mettagrid submission archive
+    (bundled modules, a setup script) runs only with `trust_remote_code`."""
     kind = detect_format(uri, data)
     if kind is PolicyFormat.BUILTIN:
         return _load_builtin(uri[len(BUILTIN_SCHEME) :])
     if kind is PolicyFormat.METTAGRID_SPEC:
-        return MettagridPolicy(_spec_from_archive(uri, data), device)
+        return MettagridPolicy(_spec_from_archive(uri, data, trust_remote_code), device)
     if kind is PolicyFormat.TORCHSCRIPT:
         try:
             with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; reading it is our contract
@@ -145,16 +171,35 @@ def _module_from_state_dict(uri: str, data: bytes, device: str) -> torch.nn.Modu
     return module.to(device).eval()
 
 
-def _spec_from_archive(uri: str, data: bytes) -> PolicySpec:
-    """Extract a submission archive (mettagrid refuses absolute, traversing and symlinked members)."""
+def _spec_from_archive(uri: str, data: bytes, trust_remote_code: bool) -> PolicySpec:
+    """Extract a submission archive (mettagrid refuses absolute, traversing and symlinked members), and
+    check what its spec would run before mettagrid's loader runs any of it."""
     root = Path(tempfile.mkdtemp(prefix="policy-spec-"))
     archive_path = root / "submission.zip"
     archive_path.write_bytes(data)
+    extracted = root / "extracted"
     try:
-        extract_submission_archive(archive_path, root / "extracted")
-        return load_policy_spec_from_path(root / "extracted")
+        extract_submission_archive(archive_path, extracted)
+        if not trust_remote_code:
+            _refuse_bundled_code(uri, extracted)
+        return load_policy_spec_from_path(extracted)
     except (ValueError, FileNotFoundError) as exc:
         raise PolicyError(f"{uri}: invalid mettagrid policy archive: {_first_line(exc)}") from None
+
+
+def _refuse_bundled_code(uri: str, root: Path) -> None:
+    spec_path, manifest_path = root / POLICY_SPEC_FILENAME, root / POLICY_MANIFEST_FILENAME
+    if spec_path.is_file():
+        spec = SubmissionPolicySpec.model_validate_json(spec_path.read_text())
+    else:
+        spec = load_policy_manifest(manifest_path)
+    what = None
+    if spec.setup_script:
+        what = f"a setup script ({spec.setup_script})"
+    elif find_package_source_root(root, resolve_policy_class_path(spec.class_path)) is not None:
+        what = f"its own code ({spec.class_path})"
+    if what:
+        raise PolicyError(f"{uri} ships {what}; it runs only with --trust-remote-code (only for archives you trust)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,3 +52,39 @@ def checkpoint_dir(tmp_path: Path) -> Path:
         model, kwargs = tiny_model(seed)
         (directory / name).write_bytes(state_dict_bytes(model, kwargs))
     return directory
+
+
+BUNDLED_POLICY = """
+import os
+from mettagrid.policy.policy import AgentPolicy, MultiAgentPolicy
+from mettagrid.simulator import Action
+
+
+class _Agent(AgentPolicy):
+    def step(self, obs):
+        {step}
+        return Action(name="noop")
+
+
+class BundledPolicy(MultiAgentPolicy):
+    def agent_policy(self, agent_id):
+        return _Agent(self.policy_env_info)
+"""
+
+
+def submission_zip(step: str = "pass", setup_script: str | None = None) -> bytes:
+    """A mettagrid submission archive shipping its own policy module (`bundled_pkg.policy.BundledPolicy`);
+    `step` is a Python statement run at every agent step."""
+    import zipfile
+
+    spec = {"class_path": "bundled_pkg.policy.BundledPolicy"}
+    if setup_script is not None:
+        spec["setup_script"] = "setup_policy.py"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("policy_spec.json", __import__("json").dumps(spec))
+        archive.writestr("bundled_pkg/__init__.py", "")
+        archive.writestr("bundled_pkg/policy.py", BUNDLED_POLICY.replace("{step}", step))
+        if setup_script is not None:
+            archive.writestr("setup_policy.py", setup_script)
+    return buffer.getvalue()

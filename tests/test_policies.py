@@ -12,7 +12,7 @@ from sim.errors import PolicyError
 from sim.policies import MettagridPolicy, PolicyFormat, TorchPolicy, detect_format, load_policy
 from sim.runner import EpisodeJob, run_episodes
 from sim.suites import get_suite
-from tests.conftest import state_dict_bytes, tiny_model
+from tests.conftest import state_dict_bytes, submission_zip, tiny_model
 
 SMOKE = get_suite("smoke")
 
@@ -131,3 +131,30 @@ def test_zip_slip_archive_is_refused(tmp_path: Path):
     with pytest.raises(PolicyError, match="path traversal"):
         load_policy("file:///slip.zip", buffer.getvalue())
     assert not list(tmp_path.parent.parent.glob("escaped.txt"))
+
+
+def test_bundled_code_runs_only_with_trust_remote_code(tmp_path: Path):
+    archive = submission_zip()
+    with pytest.raises(PolicyError, match=r"ships its own code \(bundled_pkg.policy.BundledPolicy\).*--trust-remote"):
+        load_policy("file:///sub.zip", archive)
+    policy = load_policy("file:///sub.zip", archive, trust_remote_code=True)
+    assert all(r.rewards == (0.0,) * len(r.rewards) for r in play(policy, episodes=1))
+
+
+def test_setup_script_never_runs_untrusted(tmp_path: Path):
+    marker = tmp_path / "setup-ran"
+    archive = submission_zip(setup_script=f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(PolicyError, match=r"ships a setup script \(setup_policy.py\)"):
+        load_policy("file:///sub.zip", archive)
+    assert not marker.exists()
+
+
+def test_zip_bomb_is_refused_before_extraction(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("sim.policies.MAX_ARCHIVE_BYTES", 1_000_000)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("policy_spec.json", json.dumps({"class_path": "x.Y"}))
+        archive.writestr("zeros.bin", b"\0" * 5_000_000)
+    assert len(buffer.getvalue()) < 20_000
+    with pytest.raises(PolicyError, match="expands to 5,000,0.. bytes .* refusing a possible zip bomb"):
+        load_policy("file:///bomb.zip", buffer.getvalue())
