@@ -148,6 +148,7 @@ def _run_units(
             scheduler.run(on_result)
         evaluation_s = time.perf_counter() - eval_started
         stats = [ray.get(worker.stats.remote()) for worker in scheduler.workers]
+        collector.workers_replaced = scheduler.replaced
         for worker in scheduler.workers:
             ray.kill(worker)
     finally:
@@ -384,6 +385,7 @@ class _Collector:
     replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
     cached_episodes: int = 0
     played_agent_steps: int = 0
+    workers_replaced: int = 0
 
     def __post_init__(self) -> None:
         for index, entry in enumerate(self.entries):
@@ -449,6 +451,7 @@ class _Collector:
             episodes_cached=self.cached_episodes,
             policy_loads=sum(s.loads for s in stats),
             workers=len(stats),
+            workers_replaced=self.workers_replaced,
         )
 
     def report(self, config: EvalConfig, timing: Timing, stats: list[WorkerStats]) -> Report:

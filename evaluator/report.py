@@ -72,6 +72,7 @@ class Timing(_Model):
     episodes_cached: int = Field(default=0, description="episodes taken from the results cache, not played")
     policy_loads: int = Field(description="checkpoint loads over all workers (cache misses)")
     workers: int
+    workers_replaced: int = Field(default=0, description="workers that died or hung and were replaced")
 
 
 class OutputStatus(_Model):
