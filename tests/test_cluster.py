@@ -61,3 +61,48 @@ def test_cuda_workers_spread_over_fake_gpu_nodes_and_fall_back_to_cpu(
     assert {w.device for w in workers} == {"cpu"}, "no CUDA here: every worker must fall back to cpu"
     assert not outcome.failed
     assert sum(w.policy_loads for w in workers) == outcome.report.timing.policy_loads
+
+
+def test_removing_a_node_mid_run_loses_nothing(two_node_cluster, tmp_path: Path):
+    """Four workers over three nodes; a worker-hosting node is removed mid-run; the report equals a clean run."""
+    import threading
+    import time
+
+    from ray._private.state import state
+
+    two_node_cluster.add_node(num_cpus=2)
+    two_node_cluster.wait_for_nodes()
+    config = EvalConfig(
+        policy_uris=("builtin://navigator", "builtin://random"),
+        suite="navigation",
+        env="walls",
+        episodes=24,
+        shard_size=2,
+        num_workers=4,
+        use_cache=False,
+        replays=False,
+        data_dir=tmp_path,
+    )
+    clean = evaluate(config.model_copy(update={"run_name": "clean"}))
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(evaluate(config.model_copy(update={"run_name": "cut"}))))
+    runner.start()
+    removable = {node.node_id: node for node in two_node_cluster.worker_nodes}  # never the head
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        hosts = {
+            actor["Address"]["NodeID"]
+            for actor in state.actor_table(None).values()
+            if actor.get("ActorClassName") == "_RayEvalWorker" and actor.get("State") == "ALIVE"
+        }
+        victim = next((removable[n] for n in hosts if n in removable), None)
+        time.sleep(0.05)
+    assert victim is not None, "no worker landed on a removable node"
+    time.sleep(0.5)
+    two_node_cluster.remove_node(victim)
+    runner.join(timeout=300)
+    [cut] = outcome
+    assert cut.report.timing.workers_replaced >= 1
+    metrics = [[(c.name, c.metrics) for c in p.checkpoints] for p in cut.report.policies]
+    assert metrics == [[(c.name, c.metrics) for c in p.checkpoints] for p in clean.report.policies]
