@@ -14,11 +14,13 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for this
+from typer.core import TyperGroup
 
 from evaluator.config import Device, EvalConfig
 from evaluator.driver import evaluate
@@ -28,7 +30,31 @@ from evaluator.summary import summary_tables
 from sim.errors import EvaluatorError, UsageError
 from sim.suites import SUITES, get_suite
 
+
+class _Commands(TyperGroup):
+    """Usage errors found while parsing (an unknown flag, `--device gpu`, a non-number in an env var) in the
+    product's own format: one line on stderr, the error JSON on stdout, exit 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            code = EXIT_USAGE
+        except typer.TyperException as exc:  # typer's vendored click: ClickException and its usage errors
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}", err=True)
+            typer.echo(ErrorReport(error=message).model_dump_json(indent=2))
+            code = EXIT_USAGE
+        except typer.Abort:
+            code = EXIT_FAILED
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="policy-evaluator",
     help="Evaluate MettaGrid policy checkpoints on an evaluation suite with Ray actors.",
     no_args_is_help=True,
@@ -76,17 +102,22 @@ def run(
             help="Also deliver the results there: a path, file://, s3://bucket/prefix or wandb://entity/project[/run_id].",
         ),
     ] = None,
-    episodes: Annotated[int | None, typer.Option(help="Episodes per environment [default: the suite's].")] = None,
+    episodes: Annotated[
+        int | None, typer.Option(envvar="EPISODES", help="Episodes per environment [default: the suite's].")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the suite's seed.")] = None,
     env: Annotated[str | None, typer.Option(help="Only environments matching this glob, e.g. 'maze*'.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="Ray actors [default: fill the cluster].")] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(envvar="NUM_WORKERS", help="Ray actors [default: fill the cluster].")
+    ] = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")] = 1.0,
     shard_size: Annotated[int, typer.Option(help="Episodes per work unit.")] = 8,
     cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
     replays: Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")] = True,
     unit_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a work unit may run before it fails (hung policy or env).")
+        float | None,
+        typer.Option(envvar="UNIT_TIMEOUT", help="Seconds a work unit may run before it fails (hung policy or env)."),
     ] = None,
     trust_remote_code: Annotated[
         bool,
@@ -122,9 +153,8 @@ def run(
 
 @app.command()
 def entrypoint() -> None:
-    """The container's command: configuration from environment variables only (POLICY_URI required,
-    SIMULATION_SUITE, DEVICE, DATA_DIR, RUN_NAME, OUTPUT_URI, CHECKPOINTS, RAY_ADDRESS, WANDB_API_KEY,
-    WANDB_ENTITY, WANDB_PROJECT); the JSON between markers; every failure exits 1."""
+    """The container's command: configuration from environment variables only (POLICY_URI required, and
+    the variables `run` reads, see .env.example); the JSON between markers; every failure exits 1."""
     options: dict[str, object] = {"policy_uris": os.environ.get("POLICY_URI", "")}
     for field, variable in ENTRYPOINT_VARIABLES.items():
         if os.environ.get(variable):
@@ -139,12 +169,16 @@ ENTRYPOINT_VARIABLES = {
     "run_name": "RUN_NAME",
     "output_uri": "OUTPUT_URI",
     "checkpoints": "CHECKPOINTS",
+    "episodes": "EPISODES",
+    "num_workers": "NUM_WORKERS",
+    "unit_timeout": "UNIT_TIMEOUT",
     "ray_address": "RAY_ADDRESS",
     "wandb_entity": "WANDB_ENTITY",
     "wandb_project": "WANDB_PROJECT",
     "wandb_api_key": "WANDB_API_KEY",
 }
-"""EvalConfig field -> the seed's environment variable (plus CHECKPOINTS and RAY_ADDRESS)."""
+"""EvalConfig field -> environment variable: the seed's list plus CHECKPOINTS, EPISODES, NUM_WORKERS,
+UNIT_TIMEOUT and RAY_ADDRESS (the same variables `run` reads)."""
 
 
 def _execute(options: dict[str, object], *, markers: bool, progress: bool, usage_exit: int) -> None:
@@ -169,6 +203,12 @@ def _execute(options: dict[str, object], *, markers: bool, progress: bool, usage
     _emit(outcome.report.model_dump_json(indent=2), markers)
     logging.getLogger(__name__).info("wrote %s", outcome.run_dir)
     if outcome.failed:
+        failures = [
+            f"{c.name} ({c.version}): {c.error}" for p in outcome.report.policies for c in p.checkpoints if c.error
+        ]
+        if outcome.report.output and outcome.report.output.error:
+            failures.append(outcome.report.output.error)
+        typer.echo(_redact(f"error: {len(failures)} failure(s): " + "; ".join(failures)), err=True)
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -14,6 +14,7 @@ units are dropped. Either way the other checkpoints complete.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -186,6 +187,8 @@ def load_suite(config: EvalConfig) -> Suite:
 def connect(config: EvalConfig) -> tuple[float, bool]:
     """Attach to the running Ray (tests, `ray job submit` sets RAY_ADDRESS) or start a local one.
     Returns (seconds spent, whether we initialised this process's connection and so must shut it down)."""
+    if config.ray_address:
+        check_reachable(config.ray_address)
     if ray.is_initialized():
         return 0.0, False
     started = time.perf_counter()
@@ -198,6 +201,20 @@ def connect(config: EvalConfig) -> tuple[float, bool]:
         where = config.ray_address or "a local Ray instance"
         raise UsageError(f"cannot connect to {where}: {str(exc).splitlines()[0]}; check --ray-address") from None
     return time.perf_counter() - started, True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connect to the GCS (or Ray client) port first: ray.init on a dead address blocks for minutes."""
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if address in ("auto", "local") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address / RAY_ADDRESS"
+        ) from None
 
 
 def worker_count(config: EvalConfig, resources: dict[str, float], num_units: int) -> int:

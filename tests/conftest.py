@@ -14,6 +14,9 @@ import torch
 
 from sim.models import TokenGridMLP
 
+pytest_plugins = ["tests.support.s3", "tests.support.fake_wandb"]
+"""Fixtures `s3` (moto on loopback) and `fake_wandb` (our fake W&B backend) for every test module."""
+
 SMOKE_INIT = {"num_tags": 5, "num_actions": 5, "tag_feature_id": 6, "obs_height": 13, "obs_width": 13, "hidden": 16}
 """TokenGridMLP arguments fitting the navigation environments (tags agent, generator_red, hub, mine_red, wall)."""
 

@@ -17,7 +17,7 @@ import requests
 import wandb
 import wandb.errors
 
-from tests.support.fake_wandb import FakeWandb, b64_md5, fake_wandb_fixture, reset_wandb  # noqa: F401
+from tests.support.fake_wandb import FakeWandb, b64_md5, reset_wandb
 
 ENTITY, PROJECT = "ent", "proj"
 

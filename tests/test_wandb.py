@@ -19,7 +19,7 @@ from evaluator.sources import SourceSettings, resolve
 from evaluator.sources.wandb import parse_wandb_uri
 from sim.errors import UsageError
 from tests.conftest import state_dict_bytes, tiny_model
-from tests.support.fake_wandb import FakeWandb, fake_wandb_fixture  # noqa: F401
+from tests.support.fake_wandb import FakeWandb
 
 ENTITY, PROJECT = "metta-ai", "metta-research"
 

@@ -7,9 +7,8 @@ else: an unknown GraphQL operation or URL is recorded in ``fake.unknown`` and an
 or one that crashes it, goes to ``fake.errors`` (also 400). The ``fake_wandb`` fixture's teardown asserts
 both lists are empty.
 
-Usage in a test module::
+Usage (tests/conftest.py registers this module as a pytest plugin, so the fixture needs no import)::
 
-    from tests.support.fake_wandb import FakeWandb, fake_wandb_fixture  # noqa: F401
 
     def test_x(fake_wandb: FakeWandb):  # WANDB_BASE_URL, WANDB_API_KEY, dirs... are set by the fixture
         fake_wandb.add_artifact_version("ent", "proj", "policy", files={"model.pt": b"..."}, aliases=["latest"])
@@ -1034,8 +1033,3 @@ def fake_wandb_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     bodies = "\n".join(body[:2000] for body in fake.unknown_bodies)
     assert fake.unknown == [], f"client sent requests the fake does not implement: {fake.unknown}\n{bodies}"
     assert fake.errors == [], f"the fake rejected requests: {fake.errors}"
-
-
-fake_wandb = fake_wandb_fixture
-"""Alias so ``from tests.support.fake_wandb import fake_wandb`` works too (ruff then flags each test's
-``fake_wandb`` parameter as F811; importing ``fake_wandb_fixture`` avoids that)."""

@@ -1,0 +1,374 @@
+"""Bad input, case by case, through the real CLI: a one-line message on stderr naming problem and fix, JSON on
+stdout (the error JSON, or for a failing checkpoint the report with that checkpoint's `error`), the
+documented exit code, no Python traceback on stderr, nothing half-written.
+
+docs/errors.md is generated from CASES: `python -m tests.test_errors` rewrites it; a test checks it is current.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import socket
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from evaluator.cli import app
+from tests.conftest import state_dict_bytes, submission_zip, tiny_model
+from tests.support.s3 import deny_after
+
+DOC = Path(__file__).parents[1] / "docs" / "errors.md"
+
+
+@dataclass(frozen=True)
+class Ctx:
+    tmp: Path
+    fixtures: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    exit_code: int
+    message: str
+    """Text the stderr line and the JSON's error must contain (as documented in docs/errors.md)."""
+    prepare: Callable[[Ctx], list[str]]
+    """Returns the `run` arguments; may write files under ctx.tmp."""
+    env: dict[str, str] = field(default_factory=dict)
+    fixtures: tuple[str, ...] = ()
+    check: Callable[[Ctx], None] | None = None
+
+
+def _write(ctx: Ctx, name: str, data: bytes | str) -> str:
+    path = ctx.tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return str(path)
+
+
+def _suite(ctx: Ctx, body: str, maps: dict[str, str] | None = None) -> list[str]:
+    for name, text in (maps or {}).items():
+        _write(ctx, name, text)
+    return ["-p", "builtin://navigator", "--suite", _write(ctx, "suite.yaml", body)]
+
+
+def _full_module(ctx: Ctx) -> list[str]:
+    buffer = io.BytesIO()
+    torch.save(tiny_model(0)[0], buffer)
+    return ["-p", _write(ctx, "full.pt", buffer.getvalue())]
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _malicious(ctx: Ctx) -> list[str]:
+    buffer = io.BytesIO()
+    torch.save({"format_version": 1, "payload": _Evil(ctx.tmp / "pwned")}, buffer)
+    _write(ctx, "evil/a_torch.pt", buffer.getvalue())
+    _write(ctx, "evil/b_raw.pt", pickle.dumps(_Evil(ctx.tmp / "pwned")))
+    return ["-p", str(ctx.tmp / "evil"), "--checkpoints", "all"]
+
+
+def _zip(members: dict[str, bytes | str], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _zip_bomb(ctx: Ctx) -> list[str]:
+    # 2.2 GB of zeros deflate to ~2 MB; declared sizes are what the check reads, so build it from a small
+    # real archive whose central directory claims the large size.
+    data = bytearray(_zip({"policy_spec.json": '{"class_path": "x.Y"}', "zeros.bin": b"\0" * 1000}))
+    central = data.rfind(b"PK\x01\x02")
+    name_at = data.find(b"zeros.bin", central)
+    data[name_at - 46 + 24 : name_at - 46 + 28] = (2_200_000_000).to_bytes(4, "little")  # uncompressed size
+    return ["-p", _write(ctx, "bomb.zip", bytes(data))]
+
+
+class _WrongShape(torch.nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(tokens.shape[0], 3)
+
+
+def _torchscript_shape(ctx: Ctx) -> list[str]:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(_WrongShape()), buffer)
+    return ["-p", _write(ctx, "wrong.ts", buffer.getvalue())]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wandb_artifact(ctx: Ctx) -> None:
+    fake = ctx.fixtures["fake_wandb"]
+    model, kwargs = tiny_model(0)
+    fake.add_artifact_version("metta-ai", "metta-research", "nav", files={"model.pt": state_dict_bytes(model, kwargs)})
+
+
+def _empty_dir(ctx: Ctx) -> str:
+    (ctx.tmp / "void").mkdir()
+    return str(ctx.tmp / "void")
+
+
+def _not_written(name: str) -> Callable[[Ctx], None]:
+    def check(ctx: Ctx) -> None:
+        assert not list(ctx.tmp.parent.rglob(name)), f"{name} was written"
+
+    return check
+
+
+MAP = "#####\n#@.n#\n#####\n"
+SMOKE = ["--suite", "smoke"]
+CASES = [
+    Case("unknown URI scheme", 2, "unknown policy URI scheme 'ftp'", lambda c: ["-p", "ftp://host/x.pt", *SMOKE]),
+    Case("malformed wandb URI", 2, "malformed W&B URI", lambda c: ["-p", "wandb://only-entity", *SMOKE]),
+    Case("missing file", 2, "does not exist; pass an existing checkpoint", lambda c: ["-p", "/no/such.pt", *SMOKE]),
+    Case("empty directory", 2, "is empty; expected files ending in", lambda c: ["-p", _empty_dir(c), *SMOKE]),
+    Case(
+        "directory with no checkpoint files",
+        2,
+        "holds no checkpoint files",
+        lambda c: ["-p", str(Path(_write(c, "notes/readme.txt", "x")).parent), *SMOKE],
+    ),
+    Case(
+        "unknown suite",
+        2,
+        "unknown suite 'navigaton' (did you mean 'navigation'?)",
+        lambda c: ["-p", "builtin://navigator", "--suite", "navigaton"],
+    ),
+    Case("suite file syntax error", 2, "is not valid YAML", lambda c: _suite(c, "envs: [ {name: a")),
+    Case(
+        "suite file unknown field",
+        2,
+        "envs.0.colour: Extra inputs are not permitted",
+        lambda c: _suite(c, "envs:\n  - {name: a, map_file: m.map, max_steps: 5, colour: red}", {"m.map": MAP}),
+    ),
+    Case(
+        "suite file missing map",
+        2,
+        "m.map does not exist",
+        lambda c: _suite(c, "envs:\n  - {name: a, map_file: m.map, max_steps: 5}"),
+    ),
+    Case(
+        "map with no agent",
+        2,
+        "ASCII map has no agent ('@')",
+        lambda c: _suite(c, "envs:\n  - {name: a, map_file: m.map, max_steps: 5}", {"m.map": "####\n#.n#\n####\n"}),
+    ),
+    Case(
+        "episodes 0",
+        2,
+        "invalid episodes: Input should be greater than or equal to 1",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--episodes", "0"],
+    ),
+    Case("episodes negative", 2, "invalid episodes", lambda c: ["-p", "builtin://random", *SMOKE, "--episodes", "-3"]),
+    Case(
+        "unknown device",
+        2,
+        "Invalid value for '--device'",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--device", "gpu"],
+    ),
+    Case(
+        "cuda with no GPU",
+        2,
+        "--device cuda but the Ray cluster has no GPU",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--device", "cuda"],
+    ),
+    Case(
+        "unreachable RAY_ADDRESS",
+        2,
+        "cannot reach the Ray cluster at 127.0.0.1:",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--ray-address", f"127.0.0.1:{_free_port()}"],
+    ),
+    Case(
+        "unwritable DATA_DIR",
+        2,
+        "is not writable",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--data-dir", _write(c, "a_file", "x") + "/data"],
+    ),
+    Case(
+        "bad OUTPUT_URI scheme",
+        2,
+        "OUTPUT_URI scheme ftp:// is not supported",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--output-uri", "ftp://x/y"],
+    ),
+    Case(
+        "env var with an invalid number",
+        2,
+        "Invalid value for '--episodes' (env var: 'EPISODES')",
+        lambda c: ["-p", "builtin://random", *SMOKE],
+        env={"EPISODES": "ten"},
+    ),
+    Case(
+        "bad checkpoint selector",
+        2,
+        "--checkpoints 'newest' is not one of",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--checkpoints", "newest"],
+    ),
+    Case(
+        "unknown builtin policy",
+        2,
+        "unknown builtin policy 'builtin://navigatr'",
+        lambda c: ["-p", "builtin://navigatr", *SMOKE],
+    ),
+    Case(
+        "pickled full-module .pt",
+        1,
+        "is a pickled Python object, refused (it could run code)",
+        lambda c: [*_full_module(c), *SMOKE],
+    ),
+    Case(
+        "malicious pickle",
+        1,
+        "pickles are never loaded",
+        lambda c: [*_malicious(c), *SMOKE],
+        check=_not_written("pwned"),
+    ),
+    Case(
+        "zip-slip submission archive",
+        1,
+        "invalid mettagrid policy archive: Submission archive contains path traversal",
+        lambda c: [
+            "-p",
+            _write(c, "slip.zip", _zip({"policy_spec.json": '{"class_path": "x.Y"}', "../../escaped.txt": "x"})),
+            *SMOKE,
+        ],
+        check=_not_written("escaped.txt"),
+    ),
+    Case("zip bomb", 1, "refusing a possible zip bomb", lambda c: [*_zip_bomb(c), *SMOKE]),
+    Case(
+        "archive shipping code, untrusted",
+        1,
+        "runs only with --trust-remote-code",
+        lambda c: ["-p", _write(c, "code.zip", submission_zip()), *SMOKE],
+    ),
+    Case(
+        "TorchScript with the wrong output shape",
+        1,
+        "returned logits of shape (1, 3), expected (1, 5)",
+        lambda c: [*_torchscript_shape(c), *SMOKE],
+    ),
+    Case(
+        "wandb missing key",
+        2,
+        "needs W&B credentials: set WANDB_API_KEY",
+        lambda c: ["-p", "wandb://run/nav", *SMOKE],
+        env={"WANDB_API_KEY": ""},
+    ),
+    Case(
+        "wandb bad key",
+        2,
+        "W&B rejected the API key",
+        lambda c: (_wandb_artifact(c), ["-p", "wandb://run/nav", *SMOKE])[1],
+        env={"WANDB_API_KEY": "wrong-key-" + "0" * 30},
+        fixtures=("fake_wandb",),
+    ),
+    Case(
+        "wandb missing artifact",
+        2,
+        "W&B request for wandb://run/ghost failed",
+        lambda c: ["-p", "wandb://run/ghost", *SMOKE],
+        fixtures=("fake_wandb",),
+    ),
+    Case(
+        "S3 missing bucket",
+        2,
+        "S3 bucket of s3://nobucket/run/ does not exist",
+        lambda c: ["-p", "s3://nobucket/run/", *SMOKE],
+        fixtures=("s3",),
+    ),
+    Case(
+        "S3 missing key",
+        2,
+        "S3 object s3://policies/run/nope.pt does not exist",
+        lambda c: ["-p", "s3://policies/run/nope.pt", *SMOKE],
+        fixtures=("s3",),
+    ),
+    Case(
+        "S3 denied",
+        2,
+        "denied (InvalidAccessKeyId); check the AWS credentials",
+        lambda c: ["-p", "s3://policies/run/", *SMOKE],
+        fixtures=("s3", "s3_denied"),
+    ),
+    Case(
+        "S3 endpoint down",
+        2,
+        "cannot reach the S3 endpoint",
+        lambda c: ["-p", "s3://policies/run/", *SMOKE],
+        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "x" * 20},
+    ),
+]
+
+
+@pytest.fixture
+def s3_denied(s3):
+    with deny_after(0):
+        yield
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest):
+    ctx = Ctx(tmp_path / "work", {name: request.getfixturevalue(name) for name in case.fixtures})
+    ctx.tmp.mkdir()
+    data_dir = tmp_path / "data"
+    episodes = [] if "EPISODES" in case.env else ["--episodes", "1"]  # a later --episodes in the case wins
+    args = ["run", "--no-progress", *episodes, "--data-dir", str(data_dir), *case.prepare(ctx)]
+    result = CliRunner().invoke(app, args, env=case.env)
+    stderr_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == case.exit_code, result.stderr
+    assert len(stderr_lines) == 1 and case.message in stderr_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    errors = [document.get("error")] + [c["error"] for p in document.get("policies", []) for c in p["checkpoints"]]
+    assert any(e and case.message in e for e in errors), document
+    assert not [p for p in tmp_path.rglob("*.tmp")], "a temporary file was left behind"
+    if case.exit_code == 2:
+        assert not (data_dir.exists() and [p for p in data_dir.iterdir() if p.name != "cache"]), (
+            "usage error wrote a run"
+        )
+    if case.check:
+        case.check(ctx)
+
+
+def render_doc() -> str:
+    rows = "\n".join(f"| {c.name} | {c.exit_code} | `{c.message}` |" for c in CASES)
+    return (
+        "# Errors\n\n"
+        "Every case below is a test in `tests/test_errors.py` (this file is generated from it:\n"
+        "`python -m tests.test_errors`). Each prints one line `error: ...` on stderr that names the problem and\n"
+        "the fix, JSON on stdout, and exits with the code shown; no Python traceback reaches stderr (it is in the\n"
+        "JSON's `traceback` when there is one) and nothing is left half-written.\n\n"
+        "- exit **2**: bad usage; stdout holds the error JSON `{error, traceback, policy_uri}` and nothing ran.\n"
+        "- exit **1**: a checkpoint failed; stdout holds the report, with that checkpoint's `error` and every\n"
+        "  other checkpoint's full results. (`policy-evaluator entrypoint` exits 1 for every failure.)\n\n"
+        f"{len(CASES)} cases:\n\n| case | exit | message contains |\n|---|---|---|\n{rows}\n"
+    )
+
+
+def test_docs_errors_md_is_current():
+    assert DOC.read_text() == render_doc(), "docs/errors.md is stale: run `python -m tests.test_errors`"
+
+
+if __name__ == "__main__":
+    DOC.write_text(render_doc())
+    sys.stdout.write(f"wrote {DOC} ({len(CASES)} cases)\n")
