@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
 from collections import OrderedDict
 
@@ -96,6 +97,8 @@ class EvalWorker:
             loads=self._loads,
             hits=self._hits,
             loaded_checkpoints=tuple(self._loaded),
+            cached_policies=len(self._cache),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         )
 
     def _policy(self, uri: str, digest: str, data: bytes) -> tuple[BatchPolicy, bool]:

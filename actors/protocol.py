@@ -49,3 +49,5 @@ class WorkerStats:
     loads: int
     hits: int
     loaded_checkpoints: tuple[str, ...] = field(default=())
+    cached_policies: int = 0
+    peak_rss_mb: float = 0.0

@@ -505,6 +505,8 @@ class _Collector:
                     policy_loads=s.loads,
                     cache_hits=s.hits,
                     loaded_checkpoints=list(s.loaded_checkpoints),
+                    cached_policies=s.cached_policies,
+                    peak_rss_mb=s.peak_rss_mb,
                 )
                 for s in stats
             ],

@@ -60,6 +60,8 @@ class WorkerReport(_Model):
     policy_loads: int
     cache_hits: int
     loaded_checkpoints: list[str] = Field(description="digests this worker loaded, in load order")
+    cached_policies: int = Field(default=0, description="policies in the worker's LRU cache at the end")
+    peak_rss_mb: float = Field(default=0.0, description="the worker process's peak resident memory")
 
 
 class Timing(_Model):

@@ -1,0 +1,41 @@
+"""Load: 100 checkpoints x the smoke suite on 2 workers completes, and worker memory stays bounded by the
+LRU policy cache, not by the number of checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evaluator.config import EvalConfig
+from evaluator.driver import evaluate
+from tests.conftest import state_dict_bytes, tiny_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+
+
+def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for index in range(100):
+        model, kwargs = tiny_model(index, hidden=64)
+        (run / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
+    config = EvalConfig(
+        policy_uris=(str(run),),
+        checkpoints="all",
+        suite="smoke",
+        episodes=1,
+        num_workers=2,
+        cache_size=4,
+        replays=False,
+        data_dir=tmp_path / "data",
+    )
+    report = evaluate(config).report
+    checkpoints = report.policies[0].checkpoints
+    assert len(checkpoints) == 100 and all(c.metrics and not c.error for c in checkpoints)
+    assert [c.name for c in checkpoints[:3]] == ["ckpt_0", "ckpt_1", "ckpt_2"]
+    for worker in report.workers:
+        assert worker.cached_policies <= 4
+        assert worker.peak_rss_mb < 1500, worker
+    assert report.timing.policy_loads >= 100
+    print({w.worker: round(w.peak_rss_mb) for w in report.workers}, report.timing.wall_s)
