@@ -119,6 +119,9 @@ def run(
         float | None,
         typer.Option(envvar="UNIT_TIMEOUT", help="Seconds a work unit may run before it fails (hung policy or env)."),
     ] = None,
+    max_attempts: Annotated[
+        int, typer.Option(help="Tries per work unit (worker deaths) before its checkpoint fails.")
+    ] = 3,
     trust_remote_code: Annotated[
         bool,
         typer.Option(help="Run code shipped inside mettagrid submission archives. Only for archives you trust."),
