@@ -22,6 +22,25 @@ from rich.console import Console
 from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for this
 from typer.core import TyperGroup
 
+from evaluator.cli_options import (
+    MARKER_END,
+    MARKER_START,
+    DataDir,
+    DeviceOption,
+    Episodes,
+    Markers,
+    NumWorkers,
+    OutputUri,
+    RayAddress,
+    Replays,
+    RunName,
+    ShowProgress,
+    Suite,
+    UnitTimeout,
+    WandbApiKey,
+    WandbEntity,
+    WandbProject,
+)
 from evaluator.config import Device, EvalConfig
 from evaluator.driver import evaluate
 from evaluator.report import ErrorReport, Report, report_schema
@@ -56,6 +75,7 @@ class _Commands(TyperGroup):
 app = typer.Typer(
     cls=_Commands,
     name="policy-evaluator",
+    rich_markup_mode=None,  # help texts hold URI syntax like project[/run_id], which is not markup
     help="Evaluate MettaGrid policy checkpoints on an evaluation suite with Ray actors.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -64,8 +84,6 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _redact = Redactor(())
-MARKER_START, MARKER_END = "===JSON_OUTPUT_START===", "===JSON_OUTPUT_END==="
-"""The seed's docker-entrypoint markers: the JSON can be cut out of Ray job logs between them."""
 
 
 @app.command()
@@ -85,40 +103,21 @@ def run(
         str,
         typer.Option(envvar="CHECKPOINTS", help="Which checkpoints: latest, all, last:N, every:K or versions v3,v7."),
     ] = "latest",
-    suite: Annotated[
-        str, typer.Option(envvar="SIMULATION_SUITE", help="Suite name or suite file (.yaml/.json).")
-    ] = "navigation",
-    device: Annotated[Device, typer.Option(envvar="DEVICE", help="Where policies run.")] = Device.CPU,
-    data_dir: Annotated[
-        Path, typer.Option(envvar="DATA_DIR", help="Where runs and the checkpoint cache are written.")
-    ] = Path("data"),
-    run_name: Annotated[
-        str, typer.Option(envvar="RUN_NAME", help="Run directory name [default: eval_<policy>_<UTC time>].")
-    ] = "",
-    output_uri: Annotated[
-        str | None,
-        typer.Option(
-            envvar="OUTPUT_URI",
-            help="Also deliver the results there: a path, file://, s3://bucket/prefix or wandb://entity/project[/run_id].",
-        ),
-    ] = None,
-    episodes: Annotated[
-        int | None, typer.Option(envvar="EPISODES", help="Episodes per environment [default: the suite's].")
-    ] = None,
+    suite: Suite = "navigation",
+    device: DeviceOption = Device.CPU,
+    data_dir: DataDir = Path("data"),
+    run_name: RunName = "",
+    output_uri: OutputUri = None,
+    episodes: Episodes = None,
     seed: Annotated[int | None, typer.Option(help="Override the suite's seed.")] = None,
     env: Annotated[str | None, typer.Option(help="Only environments matching this glob, e.g. 'maze*'.")] = None,
-    num_workers: Annotated[
-        int | None, typer.Option(envvar="NUM_WORKERS", help="Ray actors [default: fill the cluster].")
-    ] = None,
+    num_workers: NumWorkers = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")] = 1.0,
     shard_size: Annotated[int, typer.Option(help="Episodes per work unit.")] = 8,
     cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
-    replays: Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")] = True,
-    unit_timeout: Annotated[
-        float | None,
-        typer.Option(envvar="UNIT_TIMEOUT", help="Seconds a work unit may run before it fails (hung policy or env)."),
-    ] = None,
+    replays: Replays = True,
+    unit_timeout: UnitTimeout = None,
     max_attempts: Annotated[
         int, typer.Option(help="Tries per work unit (worker deaths) before its checkpoint fails.")
     ] = 3,
@@ -129,24 +128,12 @@ def run(
     use_cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse episode results cached in DATA_DIR.")
     ] = True,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally]."),
-    ] = None,
-    wandb_entity: Annotated[str, typer.Option(envvar="WANDB_ENTITY", help="W&B entity for wandb://run/.")] = (
-        "metta-ai"
-    ),
-    wandb_project: Annotated[
-        str, typer.Option(envvar="WANDB_PROJECT", help="W&B project for wandb://run/.")
-    ] = "metta-research",
-    wandb_api_key: Annotated[
-        str | None,
-        typer.Option(envvar="WANDB_API_KEY", show_default=False, help="W&B API key (needed for wandb:// only)."),
-    ] = None,
-    markers: Annotated[
-        bool, typer.Option(help=f"Wrap the JSON in {MARKER_START} / {MARKER_END} lines (for Ray job logs).")
-    ] = False,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    ray_address: RayAddress = None,
+    wandb_entity: WandbEntity = "metta-ai",
+    wandb_project: WandbProject = "metta-research",
+    wandb_api_key: WandbApiKey = None,
+    markers: Markers = False,
+    progress: ShowProgress = True,
 ) -> None:
     """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout."""
     options = {name: value for name, value in locals().items() if name not in ("markers", "progress")}
@@ -288,3 +275,220 @@ def _setup_logging() -> None:
 
 def main() -> None:
     app()
+
+
+# -- sweep and serve (issue 7) ----------------------------------------------------------------------------------
+
+
+@app.command()
+def sweep(
+    policy_uri: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy-uri",
+            "-p",
+            envvar="POLICY_URI",
+            help="Policy whose checkpoints to sweep (repeat, or comma-separate); same URIs as `run`.",
+        ),
+    ] = None,
+    policies_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SWEEP_POLICIES_FILE", help="A file of policy URIs, one per line ('#' comments), added to -p."
+        ),
+    ] = None,
+    checkpoints: Annotated[
+        str,
+        typer.Option(envvar="SWEEP_CHECKPOINTS", help="Which checkpoints of each policy to consider (as `run`)."),
+    ] = "all",
+    suite: Suite = "navigation",
+    device: DeviceOption = Device.CPU,
+    data_dir: DataDir = Path("data"),
+    run_name: RunName = "",
+    output_uri: OutputUri = None,
+    episodes: Episodes = None,
+    num_workers: NumWorkers = None,
+    unit_timeout: UnitTimeout = None,
+    replays: Replays = True,
+    ray_address: RayAddress = None,
+    wandb_entity: WandbEntity = "metta-ai",
+    wandb_project: WandbProject = "metta-research",
+    wandb_api_key: WandbApiKey = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar="SWEEP_LEASE_TTL", help="Seconds after which an unrenewed lease is stale (renewed every third)."
+        ),
+    ] = 900.0,
+    wait_for_leases: Annotated[
+        float,
+        typer.Option(
+            envvar="SWEEP_WAIT_FOR_LEASES", help="Seconds to wait for checkpoints another sweep is evaluating."
+        ),
+    ] = 0.0,
+    include_cached: Annotated[
+        bool,
+        typer.Option(help="Also report checkpoints already in the results cache (from the cache, nothing replayed)."),
+    ] = False,
+    markers: Markers = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Evaluate only the checkpoints not yet in the results cache, each once even when sweeps overlap
+    (leases in DATA_DIR/leases); print every checkpoint's state and the report of what was evaluated."""
+    from evaluator.sweep import SweepConfig, read_policy_list
+    from evaluator.sweep import sweep as run_sweep
+
+    global _redact
+    _redact = Redactor([os.environ.get(name) for name in SECRET_VARIABLES] + [wandb_api_key])
+    _setup_logging()
+    _redact.install()
+    uris = [u.strip() for item in policy_uri or [] for u in item.split(",") if u.strip()]
+    try:
+        if policies_file is not None:
+            try:
+                uris += read_policy_list(policies_file)
+            except OSError as exc:
+                raise UsageError(f"cannot read the policies file {policies_file}: {exc.strerror or exc}") from None
+        if not uris:
+            raise UsageError("no policy given: pass --policy-uri / POLICY_URI or --policies-file / SWEEP_POLICIES_FILE")
+        evaluation = EvalConfig.model_validate(
+            {
+                "policy_uris": tuple(uris),
+                "checkpoints": checkpoints,
+                "suite": suite,
+                "device": device,
+                "data_dir": data_dir,
+                "run_name": run_name or default_sweep_name(),
+                "output_uri": output_uri,
+                "episodes": episodes,
+                "num_workers": num_workers,
+                "unit_timeout": unit_timeout,
+                "replays": replays,
+                "ray_address": ray_address,
+                "wandb_entity": wandb_entity,
+                "wandb_project": wandb_project,
+                "wandb_api_key": wandb_api_key,
+            }
+        )
+        config = SweepConfig(
+            evaluation=evaluation,
+            lease_ttl_s=lease_ttl,
+            wait_for_leases_s=wait_for_leases,
+            include_cached=include_cached,
+        )
+        result = run_sweep(config, show_progress=progress)
+    except ValidationError as exc:
+        _fail(_validation_message(exc), EXIT_USAGE, uris[0] if uris else None, markers=markers)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE, uris[0] if uris else None, markers=markers)
+    except Exception as exc:  # the whole sweep failed: the error JSON still goes out, with the traceback
+        first = uris[0] if uris else None
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, first, traceback.format_exc(), markers=markers)
+    _emit(result.model_dump_json(indent=2), markers)
+    if result.failed:
+        failures = [f"{c.name} ({c.version}): {c.error}" for c in result.checkpoints if c.error]
+        if result.report and result.report.output and result.report.output.error:
+            failures.append(result.report.output.error)
+        typer.echo(_redact(f"error: {len(failures)} failure(s): " + "; ".join(failures)), err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def default_sweep_name() -> str:
+    from datetime import UTC, datetime
+
+    return f"sweep_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@app.command()
+def serve(
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="The Ray cluster's dashboard (job API), e.g. http://policy-evaluator-head-svc:8265.",
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WEBHOOK_SECRET",
+            show_default=False,
+            help="Shared with W&B: the webhook's access token and/or signing secret (16+ characters).",
+        ),
+    ] = None,
+    ray_auth_token: Annotated[
+        str | None,
+        typer.Option(envvar="RAY_AUTH_TOKEN", show_default=False, help="Ray's auth token for the job API."),
+    ] = None,
+    wandb_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="WANDB_API_KEY", show_default=False, help="To pin deliveries naming an alias."),
+    ] = None,
+    host: Annotated[str, typer.Option(envvar="SERVICE_HOST", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="SERVICE_PORT", help="Port to listen on.")] = 8080,
+    job_entrypoint: Annotated[
+        str | None,
+        typer.Option(envvar="JOB_ENTRYPOINT", help="The command of each job (default: a lease-aware sweep)."),
+    ] = None,
+    policy_uri_template: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POLICY_URI_TEMPLATE",
+            help="POLICY_URI of each job from {entity} {project} {name} {version} (default: wandb://...).",
+        ),
+    ] = None,
+    suite: Annotated[str | None, typer.Option(envvar="SIMULATION_SUITE", help="Jobs' suite.")] = None,
+    device: Annotated[Device | None, typer.Option(envvar="DEVICE", help="Jobs' device.")] = None,
+    data_dir: Annotated[str | None, typer.Option(envvar="DATA_DIR", help="Jobs' DATA_DIR (on the head).")] = None,
+    output_uri: Annotated[
+        str | None,
+        typer.Option(envvar="OUTPUT_URI", help="Jobs deliver there; GET /jobs/{id} reads reports back from it."),
+    ] = None,
+    episodes: Annotated[int | None, typer.Option(envvar="EPISODES", help="Jobs' episodes per env.")] = None,
+    num_workers: Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Jobs' Ray actors.")] = None,
+    unit_timeout: Annotated[float | None, typer.Option(envvar="UNIT_TIMEOUT", help="Jobs' unit timeout.")] = None,
+    wandb_entity: Annotated[str | None, typer.Option(envvar="WANDB_ENTITY", help="Jobs' W&B entity.")] = None,
+    wandb_project: Annotated[str | None, typer.Option(envvar="WANDB_PROJECT", help="Jobs' W&B project.")] = None,
+) -> None:
+    """The webhook service: W&B Automations deliveries -> one evaluation job per artifact version on the Ray
+    cluster. Job options given here (or in their variables) go into every job's runtime_env; unset ones come
+    from the Ray head's own environment. Secrets never go into a job's runtime_env."""
+    from evaluator.service import ServiceSettings
+    from evaluator.service import serve as run_service
+
+    global _redact
+    _redact = Redactor([webhook_secret, ray_auth_token, wandb_api_key])
+    _setup_logging()
+    _redact.install()
+    forwarded = {
+        "SIMULATION_SUITE": suite,
+        "DEVICE": device.value if device else None,
+        "DATA_DIR": data_dir,
+        "OUTPUT_URI": output_uri,
+        "EPISODES": episodes,
+        "NUM_WORKERS": num_workers,
+        "UNIT_TIMEOUT": unit_timeout,
+        "WANDB_ENTITY": wandb_entity,
+        "WANDB_PROJECT": wandb_project,
+    }
+    options: dict[str, object] = {
+        "ray_address": ray_address,
+        "webhook_secret": webhook_secret,
+        "ray_auth_token": ray_auth_token,
+        "wandb_api_key": wandb_api_key,
+        "host": host,
+        "port": port,
+        "job_env": {name: str(value) for name, value in forwarded.items() if value is not None},
+        "output_uri": output_uri,
+        "job_entrypoint": job_entrypoint,
+        "policy_uri_template": policy_uri_template,
+    }
+    try:
+        if not ray_address or not webhook_secret:
+            raise UsageError("serve needs RAY_ADDRESS (the dashboard URL) and WEBHOOK_SECRET")
+        settings = ServiceSettings.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        _fail(_validation_message(exc), EXIT_USAGE, None)
+    except UsageError as exc:
+        _fail(str(exc), EXIT_USAGE, None)
+    run_service(settings)

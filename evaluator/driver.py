@@ -17,7 +17,7 @@ import logging
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,8 +85,13 @@ class _RayEvalWorker(EvalWorker):
         super().__init__(gpu_ids=[str(i) for i in ray.get_gpu_ids()], node_id=context.get_node_id(), **kwargs)
 
 
-def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
-    """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input."""
+def evaluate(
+    config: EvalConfig, *, show_progress: bool = False, resolved: Mapping[str, Sequence[Checkpoint]] | None = None
+) -> RunOutcome:
+    """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input.
+
+    `resolved` gives the checkpoints of each policy URI already resolved (`evaluator.sweep` passes the ones it
+    holds leases for); by default each URI is resolved here with `config.checkpoints`."""
     started = time.perf_counter()
     suite = load_suite(config)
     check_writable(config.data_dir)
@@ -96,7 +101,7 @@ def evaluate(config: EvalConfig, *, show_progress: bool = False) -> RunOutcome:
     entries = [
         _Entry(uri, checkpoint)
         for uri in config.policy_uris
-        for checkpoint in resolve(uri, config.checkpoints, settings)
+        for checkpoint in (resolved[uri] if resolved is not None else resolve(uri, config.checkpoints, settings))
     ]
     run_dir = config.data_dir / config.run_name
     cache = ResultsCache(config.data_dir) if config.use_cache else None

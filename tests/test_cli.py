@@ -135,3 +135,9 @@ def test_suites_and_schema_commands():
     assert listing.exit_code == 0 and "tiny_room" in listing.stdout
     schema = json.loads(runner.invoke(app, ["schema"]).stdout)
     assert "policies" in schema["properties"] and "timing" in schema["properties"]
+
+
+@pytest.mark.parametrize("command", ["run", "entrypoint", "suites", "summary", "schema", "sweep", "serve"])
+def test_every_command_has_help(command: str):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.stdout, result.stderr

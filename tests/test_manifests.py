@@ -37,7 +37,8 @@ KEPT_GROUP = {"cpu": "cpu", "eks-gpu": "gpu"}
 DEVICE = {"cpu": "cpu", "eks-gpu": "cuda"}
 VARIANT = {"cpu": "cpu", "eks-gpu": "gpu"}
 RAY_KINDS = set(k8s.CRD_FILES)
-BUILTIN_KINDS = {"Namespace", "ServiceAccount", "ConfigMap"}
+BUILTIN_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim"}
+BUILTIN_KINDS |= {"Deployment", "Service", "PodDisruptionBudget"}  # the webhook service
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 GPU = "nvidia.com/gpu"
 
@@ -181,7 +182,7 @@ def test_cel_guarded_fields_are_not_used(rendered, crd_schemas):
 
 def test_secret_and_account_templates_validate():
     templates = k8s.load_all_yaml((CLUSTER / "secrets" / "secrets.example.yaml").read_text())
-    assert {doc["metadata"]["name"] for doc in templates} == {"ray-auth-token", "wandb-api-key"}
+    assert {doc["metadata"]["name"] for doc in templates} == {"ray-auth-token", "wandb-api-key", "wandb-webhook-secret"}
     for doc in templates:
         kubernetes_validate.validate(doc, k8s.KUBERNETES_VERSION, strict=True)
         assert doc["kind"] == "Secret" and "data" not in doc
@@ -281,7 +282,7 @@ def test_the_three_resources_run_the_same_cluster(overlay, rendered):
 
     job, cron, long_lived = (one(documents, kind) for kind in ("RayJob", "RayCronJob", "RayCluster"))
     assert shape(job) == shape(cron) == shape(long_lived)
-    ignored_job_fields = {"rayClusterSpec", "activeDeadlineSeconds"}
+    ignored_job_fields = {"rayClusterSpec", "activeDeadlineSeconds", "entrypoint"}  # the cron sweeps
     assert {k: v for k, v in job["spec"].items() if k not in ignored_job_fields} == {
         k: v for k, v in cron["spec"]["jobTemplate"].items() if k not in ignored_job_fields
     }
@@ -296,12 +297,18 @@ def test_jobs_are_bounded_and_run_the_evaluator_with_markers(overlay, rendered):
         for param in typer.main.get_command(app).commands["run"].params
         for opt in (*param.opts, *param.secondary_opts)
     }
+    sweep_options = {
+        opt
+        for param in typer.main.get_command(app).commands["sweep"].params
+        for opt in (*param.opts, *param.secondary_opts)
+    }
     for doc in by_kind(rendered[overlay], "RayJob") + by_kind(rendered[overlay], "RayCronJob"):
         job = k8s.job_spec(doc)
         words = job["entrypoint"].split()
-        assert words[:2] == ["policy-evaluator", "run"] and "--markers" in words, job["entrypoint"]
-        unknown = [w.split("=")[0] for w in words[2:] if w.startswith("-") and w.split("=")[0] not in run_options]
-        assert unknown == [], f"`policy-evaluator run` has no option {unknown}"
+        command, options = ("sweep", sweep_options) if doc["kind"] == "RayCronJob" else ("run", run_options)
+        assert words[:2] == ["policy-evaluator", command] and "--markers" in words, job["entrypoint"]
+        unknown = [w.split("=")[0] for w in words[2:] if w.startswith("-") and w.split("=")[0] not in options]
+        assert unknown == [], f"`policy-evaluator {command}` has no option {unknown}"
         assert job["shutdownAfterJobFinishes"] is True
         assert job["ttlSecondsAfterFinished"] > 0
         assert 0 < job["preRunningDeadlineSeconds"] < job["activeDeadlineSeconds"]
@@ -462,3 +469,117 @@ def test_kubectl_kustomize_is_what_renders(tmp_path: Path):
     with pytest.raises(RuntimeError):
         k8s.render(tmp_path)
     assert subprocess.run([*k8s.kustomize_binary(), "--help"], capture_output=True).returncode == 0
+
+
+# -- the webhook service and the shared DATA_DIR --------------------------------------------------------------
+
+READ_ONLY_ROOT_VARIABLES = {"HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "PYTHONDONTWRITEBYTECODE"}
+"""Variables the webhook container sets besides `serve`'s own: where things write with a read-only root."""
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_webhook_deployment_runs_serve_hardened_and_probed(overlay, rendered):
+    from evaluator.cli import app
+    from evaluator.service import ServiceSettings, create_app
+
+    documents = rendered[overlay]
+    deployment = one(documents, "Deployment")
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    (container,) = pod["containers"]
+    assert spec["replicas"] == 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert container["command"] == ["policy-evaluator", "serve"]
+    serve = typer.main.get_command(app).commands["serve"]
+    # Non-root, read-only root file system (only /tmp writable, and HOME there), nothing escalates.
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert all(env[name]["value"].startswith("/tmp") for name in ("HOME", "WANDB_DIR", "WANDB_CONFIG_DIR"))
+    resources = container["resources"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources[kind]), kind
+    assert k8s.quantity(resources["requests"]["memory"]) <= k8s.quantity(resources["limits"]["memory"])
+    # Probes ask routes the app serves, on a port the container opens; SERVICE_PORT is that port.
+    settings = ServiceSettings(ray_address="http://x:8265", webhook_secret="x" * 16)
+    routes = {resource.canonical for resource in create_app(settings).router.resources()}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path and path in routes and get["port"] in ports, probe
+    assert int(env["SERVICE_PORT"]["value"]) == ports["http"]
+    # Every variable is one `serve` reads (or a read-only-root one); secrets come from the Secrets only.
+    serve_variables = {param.envvar for param in serve.params if isinstance(param.envvar, str)}
+    secrets = {
+        doc["metadata"]["name"]: set(doc["stringData"])
+        for doc in k8s.load_all_yaml((CLUSTER / "secrets" / "secrets.example.yaml").read_text())
+    }
+    for name, variable in env.items():
+        assert name in serve_variables | READ_ONLY_ROOT_VARIABLES, f"`serve` reads no {name}"
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        assert (ref is not None) == (name in ("WEBHOOK_SECRET", "RAY_AUTH_TOKEN", "WANDB_API_KEY")), name
+        if ref:
+            assert ref["key"] in secrets[ref["name"]], name
+    config_maps = {doc["metadata"]["name"] for doc in by_kind(documents, "ConfigMap")}
+    assert {source["configMapRef"]["name"] for source in container["envFrom"]} <= config_maps
+    # RAY_ADDRESS is the long-lived RayCluster's dashboard (KubeRay names its head Service <name>-head-svc),
+    # with the token of that cluster's authOptions Secret.
+    cluster = one(documents, "RayCluster")
+    (head,) = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    dashboard = {port["name"]: port["containerPort"] for port in head["ports"]}["dashboard"]
+    assert env["RAY_ADDRESS"]["value"] == f"http://{cluster['metadata']['name']}-head-svc:{dashboard}"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == cluster["spec"]["authOptions"]["secretName"]
+    # The Ray Pods' image, on the CPU node group; the ServiceAccount exists.
+    images = {c["image"] for doc in ray_resources(documents) for t in k8s.pod_templates(doc) for c in containers(t)}
+    assert {container["image"]} == images
+    eksctl = k8s.load_yaml(CLUSTER / "eksctl" / "cluster.yaml")
+    assert pod["nodeSelector"][NODEGROUP_LABEL] in {group["name"] for group in eksctl["managedNodeGroups"]}
+    assert pod["serviceAccountName"] in {doc["metadata"]["name"] for doc in by_kind(documents, "ServiceAccount")}
+    # The Service and the PodDisruptionBudget select exactly these Pods.
+    service, budget = one(documents, "Service"), one(documents, "PodDisruptionBudget")
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in ports
+    assert 1 <= budget["spec"]["minAvailable"] < spec["replicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_head_mounts_the_shared_data_volume_at_data_dir(overlay, rendered):
+    """The results cache and the sweep leases live in DATA_DIR: every Ray head (one-off job, nightly sweep,
+    long-lived cluster of the webhook jobs) mounts the same ReadWriteMany claim there."""
+    documents = rendered[overlay]
+    (claim,) = by_kind(documents, "PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "heads of several clusters mount it at once"
+    data_dir = one(documents, "ConfigMap")["data"]["DATA_DIR"]
+    for doc in ray_resources(documents):
+        (head,) = [template for template in k8s.pod_templates(doc) if template.role == "head"]
+        volumes = {volume["name"]: volume for volume in head.spec["volumes"]}
+        (mount,) = [m for m in head.spec["containers"][0]["volumeMounts"] if m["mountPath"] == data_dir]
+        assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"], doc["kind"]
+
+
+def test_docs_webhooks_names_what_exists(rendered):
+    """docs/webhooks.md: the cluster/ paths, the resources it addresses by kind and name, the Secrets it creates
+    and the variables it names all exist (in the manifests, the Secret templates, or `serve`/`sweep`)."""
+    from evaluator.cli import app
+
+    text = (ROOT / "docs" / "webhooks.md").read_text()
+    for path in set(re.findall(r"\bcluster/[\w./-]+", text)):
+        assert (ROOT / path.rstrip(".")).exists(), f"docs/webhooks.md names {path}, which does not exist"
+    names = {(doc["kind"].lower(), doc["metadata"]["name"]) for doc in rendered["cpu"]}
+    aliases = {"svc": "service", "deployment": "deployment"}
+    for kind, name in re.findall(r"\b(deployment|svc)/([a-z0-9][a-z0-9-]*)", text):
+        assert (aliases[kind], name) in names, f"docs/webhooks.md uses {kind}/{name}"
+    templates = {
+        doc["metadata"]["name"] for doc in k8s.load_all_yaml((CLUSTER / "secrets" / "secrets.example.yaml").read_text())
+    }
+    assert set(re.findall(r"secret generic ([a-z0-9-]+)", text)) <= templates
+    commands = typer.main.get_command(app).commands
+    variables = {p.envvar for name in ("serve", "sweep") for p in commands[name].params if isinstance(p.envvar, str)}
+    for variable in re.findall(r"`((?:SWEEP|JOB|POLICY_URI|WEBHOOK)_[A-Z_]+)`", text):
+        assert variable in variables, f"docs/webhooks.md names {variable}, which no command reads"

@@ -1,0 +1,204 @@
+"""The aiohttp application of `policy-evaluator serve`.
+
+Why aiohttp rather than FastAPI + uvicorn: ray[default] already installs it, at versions Ray's own dashboard
+runs on, so the image gains no web stack; and this webhook must take the raw body before any parsing anyway
+(the signature is an HMAC over the exact bytes, and an unauthenticated sender gets 401, never a validation
+report), which removes FastAPI's main convenience, declarative body validation. Pydantic validates the body
+once the sender is authenticated.
+
+Routes:
+- POST /webhooks/wandb  202 {job_id, ...} | 401 unauthenticated | 422 malformed or unknown version |
+                        503 cluster (or W&B) unreachable, with Retry-After | 502 Ray refused the job
+- GET /jobs/{job_id}    (Bearer secret) Ray's status; once ended, the report (OUTPUT_URI, else the job's logs)
+- GET /healthz          the process answers
+- GET /readyz           the Ray cluster's job API answers (503 otherwise)
+- GET /metrics          Prometheus
+Blocking calls (Ray's job API goes through `requests`, W&B) run in a bounded thread pool, each under a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from evaluator.service.jobs import (
+    ArtifactNotFound,
+    ClusterUnavailable,
+    JobNotFound,
+    RayJobs,
+    SubmitRefused,
+    WandbUnavailable,
+    pin,
+)
+from evaluator.service.metrics import ServiceMetrics
+from evaluator.service.settings import ServiceSettings
+from evaluator.service.webhook import authentic, parse_delivery
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = "30"
+
+
+@dataclass
+class Service:
+    settings: ServiceSettings
+    jobs: RayJobs
+    metrics: ServiceMetrics
+    executor: ThreadPoolExecutor
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` in the thread pool; TimeoutError after call_timeout_s."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, function, *args)
+        return await asyncio.wait_for(future, self.settings.call_timeout_s)
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def create_app(settings: ServiceSettings, *, jobs: RayJobs | None = None) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    executor = ThreadPoolExecutor(max_workers=settings.blocking_threads, thread_name_prefix="blocking")
+    app[SERVICE] = Service(settings, jobs or RayJobs(settings), ServiceMetrics(), executor)
+    app.router.add_post("/webhooks/wandb", receive_wandb)
+    app.router.add_get("/jobs/{job_id}", job_status)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+    async def stop_threads(app: web.Application) -> None:
+        app[SERVICE].executor.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_threads)
+    return app
+
+
+def serve(settings: ServiceSettings) -> None:
+    """Run until SIGINT/SIGTERM (aiohttp's graceful shutdown)."""
+    logger.info("serving on %s:%d, Ray job API at %s", settings.host, settings.port, settings.ray_address)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+
+
+async def receive_wandb(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await request.read()
+    if not authentic(request.headers, body, service.settings.webhook_secret.get_secret_value()):
+        return _refuse(
+            service, 401, "unauthenticated", "missing or wrong bearer token / X-Wandb-Signature",
+            {"WWW-Authenticate": 'Bearer realm="policy-evaluator"'},
+        )  # fmt: skip
+    try:
+        delivery = parse_delivery(body)
+    except ValidationError as exc:
+        return _refuse(service, 422, "malformed", "; ".join(_explain(exc)))
+    except ValueError as exc:
+        return _refuse(service, 422, "malformed", str(exc))
+    key = service.settings.wandb_api_key
+    try:
+        artifact = await service.call(pin, delivery.artifact, key.get_secret_value() if key else None)
+    except ArtifactNotFound as exc:
+        return _refuse(service, 422, "unknown_artifact", str(exc))
+    except (WandbUnavailable, TimeoutError) as exc:
+        return _refuse(service, 503, "wandb_unavailable", str(exc) or "W&B timed out", {"Retry-After": RETRY_AFTER_S})
+    try:
+        submission = await service.call(service.jobs.submit, artifact, delivery)
+    except (ClusterUnavailable, TimeoutError) as exc:
+        message = str(exc) or "the Ray job API timed out"
+        return _refuse(service, 503, "cluster_unavailable", message, {"Retry-After": RETRY_AFTER_S})
+    except SubmitRefused as exc:
+        return _refuse(service, 502, "refused", str(exc))
+    if submission.created:
+        service.metrics.jobs_submitted.inc()
+        logger.info("%s (%s by %s): job %s", artifact, delivery.event_type, delivery.event_author, submission.job_id)
+    else:
+        service.metrics.duplicates.inc()
+    answer = {
+        "job_id": submission.job_id,
+        "artifact": str(artifact),
+        "policy_uri": submission.policy_uri,
+        "created": submission.created,
+        "status_url": f"/jobs/{submission.job_id}",
+    }
+    return web.json_response(answer, status=202)
+
+
+async def job_status(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    secret = service.settings.webhook_secret.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret):
+        return _error(401, "reports need the bearer token", {"WWW-Authenticate": 'Bearer realm="policy-evaluator"'})
+    try:
+        view = await service.call(service.jobs.view, request.match_info["job_id"])
+    except JobNotFound:
+        return _error(404, f"no job {request.match_info['job_id']} on the cluster")
+    except (ClusterUnavailable, TimeoutError) as exc:
+        return _error(503, str(exc) or "the Ray job API timed out", {"Retry-After": RETRY_AFTER_S})
+    return web.Response(text=view.model_dump_json(), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        version = await service.call(service.jobs.check)
+    except (ClusterUnavailable, TimeoutError) as exc:
+        return web.json_response({"ready": False, "error": str(exc) or "the Ray job API timed out"}, status=503)
+    return web.json_response({"ready": True, "ray_address": service.settings.ray_address, "jobs_api": version})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[SERVICE].metrics.exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Count and time every request by its route template (never the raw path: job ids would explode the
+    label set)."""
+    service = request.app[SERVICE]
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # 404/405/413 raised by aiohttp itself
+        status = exc.status
+        raise
+    finally:
+        service.metrics.requests.labels(route, request.method, str(status)).inc()
+        service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _refuse(
+    service: Service, status: int, reason: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    service.metrics.failures.labels(reason).inc()
+    logger.warning("delivery refused (%d %s): %s", status, reason, message)
+    return _error(status, message, headers, reason=reason)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: str) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: {error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
+    ]

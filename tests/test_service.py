@@ -1,0 +1,466 @@
+"""The webhook service over real HTTP on 127.0.0.1, against a real Ray head (tests/support/ray_head.py) and the
+fake W&B backend (tests/support/fake_wandb.py), both started and stopped by this module.
+
+- The W&B artifacts the deliveries name exist in the fake W&B; the Ray head is started with the fake's
+  WANDB_* variables in its environment, so the jobs' drivers download from it exactly as on EKS, where the
+  head gets WANDB_API_KEY from a Secret. Nothing secret goes into a job's runtime_env (checked).
+- The burst of 200 deliveries goes to a stub of Ray's job REST API (`StubJobsApi`, the three endpoints Ray's
+  JobSubmissionClient calls), not to the real head: 200 real jobs would start 200 supervisor processes on this
+  2-core machine. What it measures is the service's side: every delivery answered, every version submitted
+  exactly once through the real JobSubmissionClient, and the latency of the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+from ray.job_submission import JobSubmissionClient
+
+from evaluator.cli import MARKER_END, MARKER_START
+from evaluator.service import ServiceSettings, create_app
+from evaluator.service.jobs import from_logs
+from evaluator.service.webhook import ArtifactVersion, Delivery, authentic, parse_delivery, sign, submission_id
+from evaluator.sweep import CheckpointState
+from tests.conftest import state_dict_bytes, tiny_model
+from tests.support.fake_wandb import FakeWandb, reset_wandb, running_fake_wandb
+from tests.support.ray_head import RayHead, free_ports
+
+SECRET = "webhook-secret-" + "7f3a9c" * 4
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+# -- harness ------------------------------------------------------------------------------------------------------
+
+
+class AppThread:
+    """An aiohttp application served on 127.0.0.1 (a free port) by a thread with its own event loop."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="app", daemon=True)
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        runner = web.AppRunner(self.app, access_log=None)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
+        loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    def __enter__(self) -> AppThread:
+        self._thread.start()
+        assert self._ready.wait(10), "the app did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class StubJobsApi:
+    """Ray's job REST API as JobSubmissionClient uses it: GET /api/version, POST /api/jobs/ (a used submission
+    id refused with HTTP 500 and "... already exists", as Ray 2.60 does), GET /api/jobs/{id}. Checks the bearer
+    token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.jobs: dict[str, dict] = {}
+        self.posts: Counter[str] = Counter()
+        self.app = web.Application()
+        self.app.router.add_get("/api/version", self._version)
+        self.app.router.add_post("/api/jobs/", self._submit)
+        self.app.router.add_get("/api/jobs/{job_id}", self._get)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    async def _version(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.Response(status=401, text="Unauthorized: Missing authentication token")
+        return web.json_response({"version": "4", "ray_version": "2.60.0", "ray_commit": "stub", "session_name": "s"})
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.Response(status=401, text="Unauthorized: Missing authentication token")
+        job = await request.json()
+        job_id = job["submission_id"]
+        self.posts[job_id] += 1
+        if job_id in self.jobs:
+            return web.Response(status=500, text=f"ValueError: Job with submission_id {job_id} already exists.")
+        self.jobs[job_id] = job
+        return web.json_response({"submission_id": job_id, "job_id": None})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["job_id"])
+        if job is None:
+            return web.Response(status=404, text="Job does not exist")
+        fields = ("driver_info", "message", "error_type", "end_time", "driver_agent_http_address", "driver_node_id")
+        return web.json_response(
+            {
+                **dict.fromkeys(fields),
+                "type": "SUBMISSION",
+                "job_id": None,
+                "submission_id": job["submission_id"],
+                "status": "PENDING",
+                "entrypoint": job["entrypoint"],
+                "start_time": 0,
+                "metadata": job.get("metadata", {}),
+                "runtime_env": job.get("runtime_env", {}),
+                "driver_exit_code": None,
+            }
+        )
+
+
+def delivery(version: str, **extra: str) -> dict:
+    """A flat payload, as an automation's author writes it from W&B's template variables (rendered)."""
+    return {
+        "event_type": "CREATE_ARTIFACT",
+        "event_author": "trainer",
+        "artifact_version_string": f"ent/proj/policy:{version}",
+        "artifact_collection_name": "policy",
+        "project_name": "proj",
+        "entity_name": "ent",
+        "alias": "",
+        **extra,
+    }
+
+
+def post(url: str, payload: object, *, bearer: str | None = SECRET, signature_secret: str | None = None, raw=None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    if signature_secret is not None:
+        headers["X-Wandb-Signature"] = sign(body, signature_secret)
+    return requests.post(f"{url}/webhooks/wandb", data=body, headers=headers, timeout=60)
+
+
+async def _post_all(url: str, requests_: list[tuple[bytes, dict[str, str]]]) -> list[tuple[int, dict, float]]:
+    """Every request at once; (status, JSON answer, seconds) each, in order."""
+    async with ClientSession(connector=TCPConnector(limit=0), timeout=ClientTimeout(total=60)) as session:
+
+        async def one(body: bytes, headers: dict[str, str]) -> tuple[int, dict, float]:
+            started = time.perf_counter()
+            async with session.post(f"{url}/webhooks/wandb", data=body, headers=headers) as response:
+                answer = await response.json()
+                return response.status, answer, time.perf_counter() - started
+
+        return await asyncio.wait_for(asyncio.gather(*(one(b, h) for b, h in requests_)), timeout=120)
+
+
+def post_all(url: str, payloads: list[dict], *, signed: list[bool] | None = None) -> list[tuple[int, dict, float]]:
+    requests_ = []
+    for i, payload in enumerate(payloads):
+        body = json.dumps(payload).encode()
+        use_signature = signed[i] if signed else False
+        headers = {"X-Wandb-Signature": sign(body, SECRET)} if use_signature else {"Authorization": f"Bearer {SECRET}"}
+        requests_.append((body, {**headers, "Content-Type": "application/json"}))
+    return asyncio.run(_post_all(url, requests_))
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def job_view(url: str, job_id: str, bearer: str | None = SECRET) -> requests.Response:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    return requests.get(f"{url}/jobs/{job_id}", headers=headers, timeout=60)
+
+
+# -- module fixtures ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeWandb]:
+    """The fake W&B with `ent/proj/policy` v0 (alias `best`) and v1 (`latest`), its variables in os.environ
+    for the whole module (the Ray head started below inherits them)."""
+    with running_fake_wandb() as fake, pytest.MonkeyPatch.context() as patch:
+        for var in [v for v in os.environ if v.startswith("WANDB_")]:
+            patch.delenv(var)
+        for var, value in fake.env(tmp_path_factory.mktemp("wandb")).items():
+            patch.setenv(var, value)
+        reset_wandb()
+        for seed, aliases in ((1, ["best"]), (2, ["latest"])):
+            model, kwargs = tiny_model(seed)
+            fake.add_artifact_version("ent", "proj", "policy", files={"model.pt": state_dict_bytes(model, kwargs)},
+                                      aliases=aliases)  # fmt: skip
+        try:
+            yield fake
+        finally:
+            reset_wandb()
+    assert fake.unknown == [] and fake.errors == [], (fake.unknown, fake.errors)
+
+
+@pytest.fixture(scope="module")
+def head(fake: FakeWandb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    head = RayHead(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+    assert head.session_pids() == []
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("service")
+    return {"data": root / "data", "out": root / "out"}
+
+
+def settings_for(ray_address: str, token: str | None, **overrides) -> ServiceSettings:
+    return ServiceSettings(ray_address=ray_address, webhook_secret=SECRET, ray_auth_token=token, **overrides)
+
+
+@pytest.fixture(scope="module")
+def service(head: RayHead, fake: FakeWandb, outputs: dict[str, Path]) -> Iterator[AppThread]:
+    job_env = {
+        "SIMULATION_SUITE": "smoke",
+        "EPISODES": "2",
+        "NUM_WORKERS": "1",
+        "DATA_DIR": str(outputs["data"]),
+        "OUTPUT_URI": str(outputs["out"]),
+    }
+    settings = settings_for(
+        head.dashboard_url, head.token, wandb_api_key=fake.api_key, job_env=job_env, output_uri=str(outputs["out"])
+    )
+    with AppThread(create_app(settings)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def delivered(service: AppThread) -> dict:
+    """The same delivery of v0, 20 times at once (half flat with the bearer token, half in the repository-
+    dispatch shape with only the signature), then once more as "alias best added"."""
+    flat = delivery("v0")
+    dispatch = {"event_type": "LINK_ARTIFACT", "client_payload": delivery("v0")}
+    answers = post_all(service.url, [flat] * 10 + [dispatch] * 10, signed=[False] * 10 + [True] * 10)
+    alias = post(service.url, delivery("best", event_type="ADD_ARTIFACT_ALIAS", alias="best"))
+    return {"answers": answers, "alias": alias}
+
+
+# -- payloads and authentication, no server -------------------------------------------------------------------
+
+
+def test_payload_shapes_and_submission_ids():
+    flat = parse_delivery(json.dumps(delivery("v3")).encode())
+    assert flat.artifact == ArtifactVersion(entity="ent", project="proj", name="policy", version="v3")
+    assert flat.alias is None and flat.event_type == "CREATE_ARTIFACT", "blank template variables are None"
+    dispatch = {"event_type": "BUILD", "client_payload": {"artifact_version_string": "ent/proj/policy:v3"}}
+    assert parse_delivery(json.dumps(dispatch).encode()).artifact == flat.artifact
+    parts = {"entity_name": "ent", "project_name": "proj", "artifact_collection_name": "policy", "alias": "best"}
+    assert str(Delivery.model_validate(parts).artifact) == "ent/proj/policy:best"
+    assert submission_id(flat.artifact) == submission_id(ArtifactVersion.parse("ent/proj/policy:v3"))
+    assert submission_id(flat.artifact) != submission_id(ArtifactVersion.parse("ent/proj/policy:v4"))
+    with pytest.raises(ValueError, match="alias"):
+        submission_id(ArtifactVersion.parse("ent/proj/policy:best"))
+    for bad in ({}, {"artifact_version_string": "policy:v3"}, delivery("v1", event_type="RUN_METRIC"), [1]):
+        with pytest.raises(ValidationError):
+            Delivery.model_validate(bad)
+
+    body = b'{"artifact_version_string": "ent/proj/policy:v3"}'
+    assert authentic({"Authorization": f"bearer {SECRET}"}, body, SECRET)
+    assert authentic({"X-Wandb-Signature": sign(body, SECRET)}, body, SECRET)
+    assert not authentic({"X-Wandb-Signature": sign(body + b" ", SECRET)}, body, SECRET), "signs the exact bytes"
+    assert not authentic({"Authorization": f"Bearer {SECRET}x"}, body, SECRET)
+    assert not authentic({}, body, SECRET)
+    with pytest.raises(ValidationError, match="16 characters"):
+        ServiceSettings(ray_address="http://x:8265", webhook_secret="short")
+    with pytest.raises(ValidationError, match="runtime_env"):
+        ServiceSettings(ray_address="http://x:8265", webhook_secret=SECRET, job_env={"WANDB_API_KEY": "k"})
+
+
+def test_results_are_read_from_the_last_marked_block_of_the_logs():
+    error = json.dumps({"error": "no such policy", "traceback": None, "policy_uri": "x"})
+    logs = f"noise\n{MARKER_START}\n{{}}\n{MARKER_END}\nmore\n{MARKER_START}\n{error}\n{MARKER_END}\n"
+    assert from_logs(logs) == {"error": "no such policy"}
+    assert "no result" in from_logs("the driver died before printing")["error"]
+    assert "cannot be read" in from_logs(f"{MARKER_START}\nnot json\n{MARKER_END}")["error"]
+    sweep_output = json.dumps({"run_name": "r", "simulation_suite": "smoke", "checkpoints": [], "report": None})
+    assert from_logs(f"{MARKER_START}\n{sweep_output}\n{MARKER_END}") == {
+        "report": None,
+        "checkpoints": [],
+        "report_source": "logs",
+    }
+
+
+# -- the service against the real head ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_unauthenticated_deliveries_get_401(service: AppThread):
+    body = json.dumps(delivery("v1")).encode()
+    attempts = [
+        post(service.url, None, bearer=None, raw=body),
+        post(service.url, None, bearer="not-the-secret-at-all", raw=body),
+        post(service.url, None, bearer=None, signature_secret="another-secret-of-16+chars", raw=body),
+        requests.post(
+            f"{service.url}/webhooks/wandb", data=body, headers={"X-Wandb-Signature": sign(b"{}", SECRET)}, timeout=10
+        ),
+    ]
+    for answer in attempts:
+        assert answer.status_code == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+        assert SECRET not in answer.text
+    assert metric(service.url, "policy_evaluator_webhook_failures_total", reason="unauthenticated") == 4
+    assert job_view(service.url, submission_id(ArtifactVersion.parse("ent/proj/policy:v1"))).status_code == 404
+
+
+@pytest.mark.slow
+def test_malformed_deliveries_get_422(service: AppThread):
+    cases = {
+        b"not json": "not JSON",
+        b"[1, 2]": "JSON object",
+        b"{}": "names no artifact version",
+        json.dumps(delivery("v1", artifact_version_string="policy-without-version")).encode(): "is not an artifact",
+        json.dumps(delivery("v1", artifact_version_string="${artifact_version_string}")).encode(): "is not an art",
+        json.dumps(delivery("v1", event_type="RUN_METRIC")).encode(): "about a run",
+        json.dumps(delivery("no-such-alias")).encode(): "W&B has no artifact version",
+    }
+    for body, expected in cases.items():
+        answer = post(service.url, None, raw=body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert expected in answer.json()["error"], (body, answer.json())
+    assert metric(service.url, "policy_evaluator_webhook_failures_total", reason="malformed") == 6
+    assert metric(service.url, "policy_evaluator_webhook_failures_total", reason="unknown_artifact") == 1
+    assert post(service.url, None, raw=b"{" + b" " * 70_000 + b"}").status_code == 413
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_deliveries_make_exactly_one_job(service: AppThread, head: RayHead, fake, delivered):
+    answers = delivered["answers"]
+    assert [status for status, _, _ in answers] == [202] * 20
+    job_ids = {answer["job_id"] for _, answer, _ in answers}
+    assert job_ids == {submission_id(ArtifactVersion.parse("ent/proj/policy:v0"))}
+    assert sum(answer["created"] for _, answer, _ in answers) == 1, "one delivery created it, 19 found it"
+    alias = delivered["alias"]
+    assert alias.status_code == 202 and alias.json()["job_id"] in job_ids, "best is pinned to v0: the same job"
+    assert alias.json()["artifact"] == "ent/proj/policy:v0"
+
+    client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
+    jobs = client.list_jobs()
+    assert [job.submission_id for job in jobs] == list(job_ids), "exactly one job on the cluster"
+    record = json.dumps(jobs[0].model_dump(), default=str)
+    for secret in (SECRET, fake.api_key, head.token):
+        assert secret not in record, "a secret reached the job's record (runtime_env / metadata)"
+    assert jobs[0].runtime_env["env_vars"]["POLICY_URI"] == "wandb://ent/proj/policy:v0"
+    assert metric(service.url, "policy_evaluator_jobs_submitted_total") == 1
+    assert metric(service.url, "policy_evaluator_webhook_duplicates_total") == 20
+    latencies = sorted(seconds for _, _, seconds in answers)
+    print(f"\n20 concurrent deliveries to the real head: slowest answer {latencies[-1] * 1000:.0f} ms, "
+          f"median {statistics.median(latencies) * 1000:.0f} ms")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_job_succeeds_and_its_report_is_served(service: AppThread, head: RayHead, delivered, outputs):
+    job_id = delivered["alias"].json()["job_id"]
+    assert job_view(service.url, job_id, bearer=None).status_code == 401
+    seen, deadline = [], time.monotonic() + 180
+    while time.monotonic() < deadline:
+        view = job_view(service.url, job_id)
+        assert view.status_code == 200, view.text
+        seen.append(view.json()["status"])
+        if seen[-1] in TERMINAL:
+            break
+        time.sleep(1)
+    view = view.json()
+    assert view["status"] == "SUCCEEDED", view
+    assert view["report_source"] == "output_uri" and view["artifact"] == "ent/proj/policy:v0"
+    (policy,) = view["report"]["policies"]
+    (checkpoint,) = policy["checkpoints"]
+    assert policy["policy_uri"] == "wandb://ent/proj/policy:v0" and checkpoint["version"] == "v0"
+    assert checkpoint["error"] is None and "smoke/score" in checkpoint["metrics"]["suite_scores"]
+    assert (outputs["out"] / job_id / "report.json").is_file()
+
+    # Without OUTPUT_URI the same report comes out of the job's logs, with the sweep's view of the checkpoint.
+    with AppThread(create_app(settings_for(head.dashboard_url, head.token))) as logs_only:
+        from_logs = job_view(logs_only.url, job_id).json()
+    assert from_logs["report_source"] == "logs" and from_logs["report"]["policies"] == view["report"]["policies"]
+    assert [c["state"] for c in from_logs["checkpoints"]] == [CheckpointState.EVALUATED]
+    assert job_view(service.url, "eval-no-such-job").status_code == 404
+    print(f"\njob {job_id}: statuses seen {sorted(set(seen), key=seen.index)}")
+
+
+@pytest.mark.slow
+def test_cluster_down_gets_503_and_readiness_follows(service: AppThread):
+    (closed_port,) = free_ports(1)
+    down = settings_for(f"http://127.0.0.1:{closed_port}", "token")
+    with AppThread(create_app(down)) as running:
+        answer = post(running.url, delivery("v9"))
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "30", answer.text
+        assert "cannot be reached" in answer.json()["error"]
+        assert requests.get(f"{running.url}/readyz", timeout=10).status_code == 503
+        assert requests.get(f"{running.url}/healthz", timeout=10).status_code == 200
+        assert job_view(running.url, "eval-x").status_code == 503
+        assert metric(running.url, "policy_evaluator_webhook_failures_total", reason="cluster_unavailable") == 1
+    ready = requests.get(f"{service.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+# -- the burst ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_burst_of_200_deliveries_is_answered_in_full():
+    """200 different versions at once: all answered 202, each submitted exactly once, none lost; the same
+    200 again: all answered with the existing jobs; then the cluster goes away: 503."""
+    stub = StubJobsApi(token="stub-token")
+    versions = [f"v{i}" for i in range(200)]
+    expected = [submission_id(ArtifactVersion.parse(f"ent/proj/policy:{v}")) for v in versions]
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(AppThread(stub.app))
+        running = stack.enter_context(AppThread(create_app(settings_for(cluster.url, "stub-token"))))
+        started = time.perf_counter()
+        answers = post_all(running.url, [delivery(v) for v in versions])
+        wall = time.perf_counter() - started
+        assert [status for status, _, _ in answers] == [202] * 200
+        assert [answer["job_id"] for _, answer, _ in answers] == expected, "each answer names its version's job"
+        assert sorted(stub.jobs) == sorted(expected) and set(stub.posts.values()) == {1}, "none lost, none twice"
+        assert metric(running.url, "policy_evaluator_jobs_submitted_total") == 200
+
+        again = post_all(running.url, [delivery(v) for v in versions])
+        assert [(s, a["job_id"], a["created"]) for s, a, _ in again] == [(202, j, False) for j in expected]
+        assert len(stub.jobs) == 200 and set(stub.posts.values()) == {2}
+        assert metric(running.url, "policy_evaluator_webhook_duplicates_total") == 200
+
+        cluster.__exit__()  # the cluster goes away under a service that was connected to it
+        gone = post(running.url, delivery("v500"))
+        assert gone.status_code == 503 and len(stub.jobs) == 200, gone.text
+        assert requests.get(f"{running.url}/readyz", timeout=10).status_code == 503
+    latencies = sorted(seconds for _, _, seconds in answers)
+    p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
+    print(
+        f"\nburst: 200 deliveries in {wall:.2f} s, latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"{len(stub.jobs)} jobs submitted, 200 repeats answered with the existing jobs"
+    )
+    assert p99 < 30

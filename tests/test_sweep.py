@@ -1,0 +1,360 @@
+"""`policy-evaluator sweep`: the results cache as the memory of what was evaluated, and leases so that
+overlapping sweeps never evaluate a checkpoint twice.
+
+The proofs are counts: every (checkpoint, environment, seed) episode is written to the results cache exactly
+once over all sweeps (a counting wrapper around `ResultsCache.put` when the sweeps are threads of this
+process), and the episodes the sweeps' reports say they played add up to exactly the suite's episodes per
+checkpoint (when the sweeps are separate processes of the real CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import evaluator.sweep
+from evaluator.config import EvalConfig
+from evaluator.results_cache import ResultsCache
+from evaluator.sources import resolve
+from evaluator.sweep import (
+    LEASE_DIR,
+    CheckpointState,
+    LeaseRecord,
+    LeaseTable,
+    SweepConfig,
+    SweepResult,
+    _Heartbeat,
+    sweep,
+)
+from tests.conftest import state_dict_bytes, tiny_model
+from tests.support.ray_head import VENV_BIN, RayHead
+
+EPISODES = 2
+SMOKE_ENVS = 2
+PER_CHECKPOINT = EPISODES * SMOKE_ENVS
+"""Episodes of one checkpoint: the smoke suite's two environments, EPISODES each."""
+
+
+def write_checkpoints(directory: Path, seeds: range) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        model, kwargs = tiny_model(seed)
+        path = directory / f"ckpt_{seed}.pt"
+        path.write_bytes(state_dict_bytes(model, kwargs))
+        paths.append(path)
+    return paths
+
+
+def sweep_config(data_dir: Path, *uris: str, run_name: str, **options) -> SweepConfig:
+    evaluation = EvalConfig(
+        policy_uris=uris,
+        checkpoints="all",
+        suite="smoke",
+        episodes=EPISODES,
+        data_dir=data_dir,
+        run_name=run_name,
+        num_workers=1,
+    )
+    return SweepConfig(evaluation=evaluation, **options)
+
+
+def states(result: SweepResult) -> dict[str, CheckpointState]:
+    return {c.name: c.state for c in result.checkpoints}
+
+
+def evaluated_digests(result: SweepResult) -> set[str]:
+    return {c.digest for c in result.checkpoints if c.state is CheckpointState.EVALUATED}
+
+
+# -- leases, without Ray ------------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lease_excludes_others_until_it_is_stale(tmp_path: Path):
+    clock = Clock()
+    mine = LeaseTable(tmp_path, "sweep-a", ttl_s=60, clock=clock, host="pod-a")
+    theirs = LeaseTable(tmp_path, "sweep-b", ttl_s=60, clock=clock, host="pod-b")
+    lease = mine.try_acquire("sha256:abc")
+    assert lease is not None and theirs.try_acquire("sha256:abc") is None
+    assert theirs.holder("sha256:abc").owner == "sweep-a"
+    assert theirs.try_acquire("sha256:other") is not None, "leases are per checkpoint"
+
+    clock.now += 59
+    assert lease.renew() and theirs.try_acquire("sha256:abc") is None, "renewed: good for another ttl"
+    clock.now += 60  # not renewed for a whole ttl: stale
+    taken = theirs.try_acquire("sha256:abc")
+    assert taken is not None and theirs.holder("sha256:abc").owner == "sweep-b"
+    assert not lease.renew(), "the lapsed holder learns it lost the lease"
+    lease.release()
+    assert theirs.holder("sha256:abc").token == taken.token, "a lost lease's release leaves the new holder's"
+    taken.release()
+    assert theirs.holder("sha256:abc") is None and not (tmp_path / "abc.json").exists()
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_stale_at_once(tmp_path: Path):
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    host = socket.gethostname()
+    now = time.time()
+
+    def plant(pid: int, on_host: str) -> None:
+        record = LeaseRecord("sha256:k", "crashed", on_host, pid, "t0", acquired_at=now, expires_at=now + 3600)
+        (tmp_path / "k.json").write_text(json.dumps(record.__dict__))
+
+    table = LeaseTable(tmp_path, "sweep", ttl_s=60)
+    plant(os.getpid(), host)
+    assert table.try_acquire("sha256:k") is None, "a live process on this host keeps its lease"
+    plant(exited.pid, "another-pod")
+    assert table.try_acquire("sha256:k") is None, "a pid on another host cannot be checked: wait for expiry"
+    plant(exited.pid, host)
+    assert table.try_acquire("sha256:k") is not None, "its process is gone: stale without waiting"
+
+
+def test_leases_are_mutually_exclusive_under_contention(tmp_path: Path):
+    """Eight threads, each its own table (as eight sweeps), grab and drop one key until each held it five
+    times: never two holders at once."""
+    inside, most, got = [0], [0], Counter()
+    guard = threading.Lock()
+    start = threading.Barrier(8)
+
+    def contend(owner: str) -> None:
+        table = LeaseTable(tmp_path, owner, ttl_s=60)
+        start.wait()
+        deadline = time.monotonic() + 20
+        while got[owner] < 5 and time.monotonic() < deadline:
+            lease = table.try_acquire("sha256:hot")
+            if lease is None:
+                time.sleep(0.0002)
+                continue
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.001)
+            with guard:
+                inside[0] -= 1
+                got[owner] += 1
+            lease.release()
+
+    threads = [threading.Thread(target=contend, args=(f"sweep-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert most[0] == 1, "two holders at once"
+    assert got == dict.fromkeys(got, 5) and len(got) == 8, got
+
+
+def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(tmp_path: Path):
+    holder = LeaseTable(tmp_path, "busy", ttl_s=0.4, host="pod-a")
+    other = LeaseTable(tmp_path, "other", ttl_s=0.4, host="pod-b")
+    lease = holder.try_acquire("sha256:k")
+    with _Heartbeat([lease], interval_s=0.1):
+        deadline = time.monotonic() + 1.2  # three ttls
+        while time.monotonic() < deadline:
+            assert other.try_acquire("sha256:k") is None
+            time.sleep(0.05)
+    time.sleep(0.5)
+    assert other.try_acquire("sha256:k") is not None, "without heartbeats it lapses after one ttl"
+
+
+# -- sweeps on the shared Ray instance ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_second_sweep_evaluates_nothing_and_a_third_only_what_is_new(tmp_path: Path):
+    run = tmp_path / "run"
+    write_checkpoints(run, range(1, 4))
+    data = tmp_path / "data"
+
+    first = sweep(sweep_config(data, str(run), run_name="first"))
+    assert states(first) == dict.fromkeys(["ckpt_1", "ckpt_2", "ckpt_3"], CheckpointState.EVALUATED)
+    assert [c.version for c in first.checkpoints] == ["v1", "v2", "v3"]
+    assert first.report.timing.episodes == 3 * PER_CHECKPOINT and first.report.timing.episodes_cached == 0
+    assert [c.version for c in first.report.policies[0].checkpoints] == ["v1", "v2", "v3"]
+    assert json.loads((data / "first" / "report.json").read_text()) == json.loads(first.report.model_dump_json())
+
+    second = sweep(sweep_config(data, str(run), run_name="second"))
+    assert states(second) == dict.fromkeys(["ckpt_1", "ckpt_2", "ckpt_3"], CheckpointState.CACHED)
+    assert second.report is None and second.evaluated == 0, "nothing evaluated, Ray not even attached"
+    assert not (data / "second" / "report.json").exists()
+
+    write_checkpoints(run, range(4, 5))
+    third = sweep(sweep_config(data, str(run), run_name="third"))
+    assert states(third)["ckpt_4"] is CheckpointState.EVALUATED and third.evaluated == 1
+    assert third.report.timing.episodes == PER_CHECKPOINT and third.report.timing.episodes_cached == 0
+    assert [c.version for c in third.report.policies[0].checkpoints] == ["v4"]
+
+    everything = sweep(sweep_config(data, str(run), run_name="all", include_cached=True))
+    assert everything.evaluated == 0 and everything.report.timing.episodes_cached == 4 * PER_CHECKPOINT
+    assert everything.report.timing.agent_steps == 0, "--include-cached reports from the cache alone"
+    assert not list((data / LEASE_DIR).glob("*.json")), "every lease was released"
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two sweeps start together on one DATA_DIR, walking the same four checkpoints in opposite orders (one as
+    the directory, one as the files newest first), so they meet in the middle of the lease table."""
+    run = tmp_path / "run"
+    paths = write_checkpoints(run, range(1, 5))
+    data = tmp_path / "data"
+    puts: Counter[tuple[str, str, int]] = Counter()
+    guard = threading.Lock()
+    original_put = ResultsCache.put
+
+    def counting_put(self, digest, env, result):
+        with guard:
+            puts[(digest, env.name, result.seed)] += 1
+        original_put(self, digest, env, result)
+
+    monkeypatch.setattr(ResultsCache, "put", counting_put)
+    # Cache look-ups as slow as on a network file system, so that the two sweeps' claims interleave.
+    original_missing = evaluator.sweep.missing_episodes
+
+    def slow_missing(*args):
+        time.sleep(0.05)
+        return original_missing(*args)
+
+    monkeypatch.setattr(evaluator.sweep, "missing_episodes", slow_missing)
+    configs = {
+        "forward": sweep_config(data, str(run), run_name="forward"),
+        "backward": sweep_config(data, *[str(p) for p in reversed(paths)], run_name="backward"),
+    }
+    results: dict[str, SweepResult] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run_one(name: str) -> None:
+        start.wait()
+        try:
+            results[name] = sweep(configs[name])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_one, args=(name,)) for name in configs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+
+    forward, backward = results["forward"], results["backward"]
+    all_digests = {c.digest for c in forward.checkpoints}
+    assert evaluated_digests(forward).isdisjoint(evaluated_digests(backward))
+    assert evaluated_digests(forward) | evaluated_digests(backward) == all_digests
+    for result in (forward, backward):
+        assert not result.failed
+        for row in result.checkpoints:  # what one did not evaluate, the other held or had finished
+            assert row.state in (CheckpointState.EVALUATED, CheckpointState.LEASED_ELSEWHERE, CheckpointState.CACHED)
+    # The counts: every episode of every checkpoint written once, and no other writes.
+    assert set(puts.values()) == {1}, [key for key, n in puts.items() if n > 1]
+    assert len(puts) == 4 * PER_CHECKPOINT
+    assert {digest for digest, _, _ in puts} == all_digests
+    played = sum(r.report.timing.episodes - r.report.timing.episodes_cached for r in results.values() if r.report)
+    assert played == 4 * PER_CHECKPOINT
+    print(f"\nconcurrent sweeps: forward evaluated {forward.evaluated}, backward {backward.evaluated}")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_stale_lease_is_taken_over_and_a_live_one_respected(tmp_path: Path):
+    run = tmp_path / "run"
+    write_checkpoints(run, range(1, 3))
+    data = tmp_path / "data"
+    digests = {c.name: c.digest for c in resolve(str(run), "all")}
+    leases = data / LEASE_DIR
+    leases.mkdir(parents=True)
+    now = time.time()
+    for name, expires, owner in (("ckpt_1", now - 1, "crashed-sweep"), ("ckpt_2", now + 3600, "busy-sweep")):
+        record = LeaseRecord(digests[name], owner, "another-pod", 1, "t", now - 7200, expires)
+        (leases / f"{digests[name].removeprefix('sha256:')}.json").write_text(json.dumps(record.__dict__))
+
+    result = sweep(sweep_config(data, str(run), run_name="after-crash"))
+    assert states(result) == {"ckpt_1": CheckpointState.EVALUATED, "ckpt_2": CheckpointState.LEASED_ELSEWHERE}
+    (busy,) = [c for c in result.checkpoints if c.state is CheckpointState.LEASED_ELSEWHERE]
+    assert busy.holder == "busy-sweep" and busy.missing_episodes == PER_CHECKPOINT
+    assert [c.name for c in result.report.policies[0].checkpoints] == ["ckpt_1"]
+    assert json.loads((leases / f"{digests['ckpt_2'].removeprefix('sha256:')}.json").read_text())["owner"] == (
+        "busy-sweep"
+    ), "the live lease is untouched"
+
+
+# -- two real CLI processes on one Ray head --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory):
+    head = RayHead(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_at_once_play_each_episode_once(head: RayHead, tmp_path: Path):
+    """The real command twice at the same moment, as two pods would run it, on one DATA_DIR and one cluster:
+    the episodes their reports say were played add up to exactly one evaluation of each checkpoint."""
+    run = tmp_path / "run"
+    paths = write_checkpoints(run, range(1, 5))
+    data = tmp_path / "data"
+    env = {**head.env, "RAY_ADDRESS": f"127.0.0.1:{head.ports['gcs']}", "DATA_DIR": str(data)}
+    common = ["sweep", "--no-progress", "--suite", "smoke", "--episodes", str(EPISODES), "--num-workers", "1"]
+    commands = {
+        "forward": [*common, "-p", str(run), "--run-name", "p-forward"],
+        "backward": [*common, "-p", ",".join(str(p) for p in reversed(paths)), "--run-name", "p-backward"],
+    }
+    processes = {
+        name: subprocess.Popen(
+            [str(VENV_BIN / "policy-evaluator"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for name, args in commands.items()
+    }
+    outputs = {name: process.communicate(timeout=180) for name, process in processes.items()}
+    for name, process in processes.items():
+        assert process.returncode == 0, outputs[name][1].decode()[-3000:]
+    results = {name: SweepResult.model_validate_json(out) for name, (out, _) in outputs.items()}
+    forward, backward = results["forward"], results["backward"]
+    assert evaluated_digests(forward).isdisjoint(evaluated_digests(backward))
+    assert len(evaluated_digests(forward) | evaluated_digests(backward)) == 4
+    played = sum(r.report.timing.episodes - r.report.timing.episodes_cached for r in results.values() if r.report)
+    assert played == 4 * PER_CHECKPOINT, "an episode was played twice (or not at all)"
+    states_seen = {c.state for r in results.values() for c in r.checkpoints}
+    assert CheckpointState.LEASED_ELSEWHERE in states_seen, "the two sweeps did not overlap"
+    print(f"\nconcurrent sweep processes: forward evaluated {forward.evaluated}, backward {backward.evaluated}")
+
+
+def test_sweep_usage_errors_exit_2(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from evaluator.cli import app
+
+    runner = CliRunner()
+    listing = tmp_path / "policies.txt"
+    listing.write_text("# the nightly list\n\n/no/such/run  # gone\n")
+    cases = {
+        ("sweep",): "no policy given",
+        ("sweep", "--policies-file", str(tmp_path / "missing.txt")): "cannot read the policies file",
+        ("sweep", "--policies-file", str(listing)): "/no/such/run does not exist",
+        ("sweep", "-p", "builtin://navigator", "--checkpoints", "newest"): "invalid checkpoints",
+    }
+    for args, expected in cases.items():
+        result = runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")], env={"POLICY_URI": ""})
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert expected in json.loads(result.stdout)["error"], (args, result.stdout)
+    assert not (tmp_path / "data" / LEASE_DIR).exists(), "no lease taken on bad input"
