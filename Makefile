@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR := data
 DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p builtin://random --checkpoints all
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean bench
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU build instead of a multi-GB CUDA one.
 $(STAMP): pyproject.toml
@@ -29,6 +29,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not cluster" -q
 	$(BIN)/python -m pytest -m cluster -q
+
+# Throughput benchmark (issue 6, BENCHMARKS.md): figures and same-run ratios; exit 1 when a target is missed
+# by more than the noise margin. `python -m bench.breakdown` shows where the time goes.
+bench: $(STAMP)
+	$(BIN)/python -m bench.throughput
 
 format: $(STAMP)
 	$(BIN)/ruff format .

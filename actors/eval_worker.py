@@ -18,7 +18,7 @@ from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from sim.batch_policy import BatchPolicy
 from sim.errors import PolicyError
 from sim.policies import load_policy
-from sim.runner import EpisodeJob, run_episodes
+from sim.runner import DEFAULT_LOCKSTEP_ENVS, EpisodeJob, run_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EvalWorker:
         gpu_ids: list[str] | None = None,
         num_threads: int = 1,
         cache_size: int = 4,
-        lockstep_envs: int = 32,
+        lockstep_envs: int = DEFAULT_LOCKSTEP_ENVS,
         node_id: str = "",
         trust_remote_code: bool = False,
     ) -> None:

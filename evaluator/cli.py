@@ -114,7 +114,7 @@ def run(
     num_workers: NumWorkers = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")] = 1.0,
-    shard_size: Annotated[int, typer.Option(help="Episodes per work unit.")] = 8,
+    shard_size: Annotated[int, typer.Option(help="Episodes per work unit (at most; split evenly).")] = 32,
     cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
     replays: Replays = True,
     unit_timeout: UnitTimeout = None,

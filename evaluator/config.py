@@ -44,7 +44,7 @@ class EvalConfig(BaseModel):
     num_workers: int | None = Field(default=None, ge=1, le=1024)
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=1.0, gt=0, le=8)
-    shard_size: int = Field(default=8, ge=1)
+    shard_size: int = Field(default=32, ge=1)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
     cache_size: int = Field(default=4, ge=1)
     """Loaded policies each worker keeps (LRU)."""

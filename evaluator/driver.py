@@ -149,11 +149,17 @@ def _run_units(
     try:
         count = worker_count(config, ray.cluster_resources(), len(units))
         scheduler = Scheduler(worker_factory(config), count, entries, units, config.max_attempts, config.unit_timeout)
+        workers_started = time.perf_counter()
+        # Actor processes boot (imports, torch) before the evaluation clock starts; a worker that fails to
+        # start surfaces in the scheduler's own loop (this wait never raises).
+        probes = [worker.stats.remote() for worker in scheduler.workers]
+        ray.wait(probes, num_returns=len(probes), timeout=300)
+        collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
         with _progress(show_progress, sum(len(u.episodes) for u in units)) as advance:
             scheduler.run(on_result)
         evaluation_s = time.perf_counter() - eval_started
-        stats = [ray.get(worker.stats.remote()) for worker in scheduler.workers]
+        stats = _worker_stats(scheduler.workers)
         collector.workers_replaced = scheduler.replaced
         for worker in scheduler.workers:
             ray.kill(worker)
@@ -161,6 +167,18 @@ def _run_units(
         if started_ray:
             ray.shutdown()
     return ray_init_s, evaluation_s, stats
+
+
+def _worker_stats(workers: Sequence[ray.actor.ActorHandle]) -> list[WorkerStats]:
+    """Counters of the workers still alive at the end (one may die after its last unit: its results are
+    already in, only its counters are lost)."""
+    stats = []
+    for worker in workers:
+        try:
+            stats.append(ray.get(worker.stats.remote()))
+        except RayError as exc:
+            logger.warning("worker died after its last unit; its counters are lost (%s)", type(exc).__name__)
+    return stats
 
 
 def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:
@@ -201,7 +219,8 @@ def connect(config: EvalConfig) -> tuple[float, bool]:
         if config.ray_address:
             ray.init(address=config.ray_address, logging_level=logging.WARNING)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            # address="local": always a fresh instance, never a cluster someone `ray start`ed on this machine.
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RayError, RuntimeError, ValueError) as exc:
         where = config.ray_address or "a local Ray instance"
         raise UsageError(f"cannot connect to {where}: {str(exc).splitlines()[0]}; check --ray-address") from None
@@ -408,6 +427,7 @@ class _Collector:
     cached_episodes: int = 0
     played_agent_steps: int = 0
     workers_replaced: int = 0
+    workers_start_s: float = 0.0
 
     def __post_init__(self) -> None:
         for index, entry in enumerate(self.entries):
@@ -474,6 +494,7 @@ class _Collector:
             policy_loads=sum(s.loads for s in stats),
             workers=len(stats),
             workers_replaced=self.workers_replaced,
+            workers_start_s=self.workers_start_s,
         )
 
     def report(self, config: EvalConfig, timing: Timing, stats: list[WorkerStats]) -> Report:

@@ -33,8 +33,11 @@ def make_plan(
             continue
         for env in suite.envs:
             todo = [e for e in range(env.episodes) if (index, env.name, e) not in skip]
-            for start in range(0, len(todo), shard_size):
-                episodes = tuple(todo[start : start + shard_size])
+            # Even shards: 40 episodes at 32 become 20 + 20, not 32 + 8 (a unit's size caps its lockstep width).
+            shards = -(-len(todo) // shard_size)
+            size = -(-len(todo) // shards) if todo else shard_size
+            for start in range(0, len(todo), size):
+                episodes = tuple(todo[start : start + size])
                 units.append(
                     WorkUnit(
                         unit_id=len(units),

@@ -67,6 +67,7 @@ class WorkerReport(_Model):
 class Timing(_Model):
     wall_s: float = Field(description="driver wall time from start to report, Ray start included")
     ray_init_s: float
+    workers_start_s: float = Field(default=0.0, description="until every worker process was up; not in evaluation_s")
     evaluation_s: float = Field(description="from the first unit sent to the last result received")
     agent_steps: int = Field(description="agent-steps of the episodes played in this run (cached ones excluded)")
     agent_steps_per_s: float = Field(description="agent_steps / evaluation_s")

@@ -25,7 +25,9 @@ class Slot:
     rows: slice
     simulation: Simulation
     rng: np.random.Generator
-    """Seeded from the episode seed: any randomness a policy needs comes from here, never from a global."""
+    """Seeded from the episode seed: any randomness a policy needs comes from here, never from a global.
+    For a `stochastic` policy the runner draws the episode's noise from it in blocks of steps, right after
+    `start_episode` and then every block, so draws a policy makes stay reproducible per episode."""
 
 
 @dataclass
@@ -53,7 +55,8 @@ class BatchPolicy(ABC):
 
     @abstractmethod
     def act(self, batch: StepBatch) -> np.ndarray:
-        """Return one action index per agent row, shape (agents,)."""
+        """Return one action index per agent row, shape (agents,). The runner copies it into its action
+        buffer before anything else runs, so it may be a view of a buffer the policy reuses every step."""
 
 
 def check_actions(actions: np.ndarray, num_rows: int, num_actions: int, policy_name: str) -> np.ndarray:

@@ -20,6 +20,7 @@ import pickle
 import tempfile
 import warnings
 import zipfile
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -209,41 +210,110 @@ def _first_line(exc: BaseException) -> str:
 
 class TorchPolicy(BatchPolicy):
     """A module mapping uint8 tokens (batch, tokens, 3) to logits (batch, actions); samples with the
-    runner's Gumbel noise (the Gumbel-max trick), so sampling is reproducible per episode."""
+    runner's Gumbel noise (the Gumbel-max trick), so sampling is reproducible per episode.
+
+    Two paths, chosen once from the device; both run under `torch.inference_mode` (torch threads are the
+    actor's business: `EvalWorker` sets them to its CPUs):
+    - CPU: the module reads the runner's observation buffer in place (`torch.from_numpy`, no copy) and the
+      sampled actions come back as a view of argmax's output (`.numpy()`, no copy).
+    - CUDA (`staged`): observations and noise go through pinned host buffers allocated once, copied to the
+      GPU with non-blocking copies; the forward covers all agents of all environments of the step, the
+      actions come back into a pinned buffer, and the step costs one stream synchronisation. `staged=True`
+      on CPU runs the same logic with ordinary memory (how the tests cover it without a GPU).
+    """
 
     stochastic = True
 
-    def __init__(self, module: torch.nn.Module, name: str, device: str) -> None:
+    def __init__(self, module: torch.nn.Module, name: str, device: str, *, staged: bool | None = None) -> None:
         self._module = module.eval()
         self._name = name
         self._device = torch.device(device)
+        self._staged = self._device.type == "cuda" if staged is None else staged
+        self._host: _HostBuffers | None = None
 
     def bind(self, env: PolicyEnvInterface) -> None:
         self._num_actions = len(env.action_names)
         probe = np.full((1, *env.observation_shape), 0xFF, dtype=np.uint8)
-        self._logits(probe)
+        with torch.inference_mode():
+            self._check_finite(self._logits(torch.from_numpy(probe).to(self._device)))
 
-    @torch.inference_mode()
-    def _logits(self, observations: np.ndarray) -> torch.Tensor:
-        tokens = torch.from_numpy(observations).to(self._device, non_blocking=True)
+    def _logits(self, tokens: torch.Tensor) -> torch.Tensor:
         try:
             logits = self._module(tokens)
         except Exception as exc:
             raise PolicyError(f"policy {self._name} failed on observations {tuple(tokens.shape)}: {exc}") from None
-        expected = (observations.shape[0], self._num_actions)
+        expected = (tokens.shape[0], self._num_actions)
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise PolicyError(f"policy {self._name} returned logits of shape {shape}, expected {expected}")
-        if not torch.isfinite(logits).all():
+        return logits.float()
+
+    def _check_finite(self, logits_or_flag: torch.Tensor) -> None:
+        """Refuse NaN/inf logits; on the staged path the flag was computed on the device and copied back
+        with the actions, so the check costs no extra synchronisation."""
+        finite = logits_or_flag if logits_or_flag.dtype == torch.bool else torch.isfinite(logits_or_flag).all()
+        if not bool(finite):
             raise PolicyError(f"policy {self._name} returned NaN or infinite logits")
-        return logits
 
     @torch.inference_mode()
     def act(self, batch: StepBatch) -> np.ndarray:
-        logits = self._logits(batch.observations).float()
+        if self._staged:  # CUDA: pinned copies + one sync per step (see _act_staged)
+            return self._act_staged(batch)
+        logits = self._logits(torch.from_numpy(batch.observations))
+        self._check_finite(logits)  # ~3 us on (rows, actions); a broken checkpoint fails loudly, not silently
         if batch.noise is not None:
-            logits = logits + torch.from_numpy(batch.noise).to(self._device, non_blocking=True)
-        return logits.argmax(dim=1).cpu().numpy()
+            logits = logits + torch.from_numpy(batch.noise)
+        return logits.argmax(dim=1).numpy()
+
+    def _act_staged(self, batch: StepBatch) -> np.ndarray:
+        rows = batch.observations.shape[0]
+        host = self._host_buffers(rows, batch.observations.shape[1:], batch.noise is not None)
+        np.copyto(host.observations_np[:rows], batch.observations)  # one memcpy into pinned memory
+        tokens = host.observations[:rows].to(self._device, non_blocking=True)
+        if batch.noise is not None:  # queued behind the tokens on the same stream, overlaps the forward
+            np.copyto(host.noise_np[:rows], batch.noise)
+            noise = host.noise[:rows].to(self._device, non_blocking=True)
+        logits = self._logits(tokens)
+        finite = torch.isfinite(logits).all()
+        if batch.noise is not None:
+            logits = logits + noise
+        host.actions[:rows].copy_(logits.argmax(dim=1), non_blocking=True)
+        host.finite.copy_(finite, non_blocking=True)
+        if self._device.type == "cuda":  # the step's only sync: actions and the finite flag are on the host
+            torch.cuda.current_stream(self._device).synchronize()
+        self._check_finite(host.finite)
+        return host.actions_np[:rows]
+
+    def _host_buffers(self, rows: int, obs_shape: tuple[int, ...], noise: bool) -> _HostBuffers:
+        """Allocated on first use and when a group needs more rows (once per run in practice)."""
+        host = self._host
+        if host is None or host.observations.shape[0] < rows or host.observations.shape[1:] != obs_shape:
+            pin = self._device.type == "cuda"
+            host = self._host = _HostBuffers.allocate(rows, obs_shape, self._num_actions, pin)
+        return host
+
+
+@dataclass
+class _HostBuffers:
+    """Host-side staging for the CUDA path: pinned so host<->device copies are asynchronous DMA.
+
+    `*_np` are numpy views of the same memory, so filling them is a plain memcpy."""
+
+    observations: torch.Tensor
+    noise: torch.Tensor
+    actions: torch.Tensor
+    finite: torch.Tensor
+    observations_np: np.ndarray
+    noise_np: np.ndarray
+    actions_np: np.ndarray
+
+    @classmethod
+    def allocate(cls, rows: int, obs_shape: tuple[int, ...], num_actions: int, pin: bool) -> _HostBuffers:
+        observations = torch.empty((rows, *obs_shape), dtype=torch.uint8, pin_memory=pin)
+        noise = torch.empty((rows, num_actions), dtype=torch.float32, pin_memory=pin)
+        actions = torch.empty(rows, dtype=torch.int64, pin_memory=pin)
+        finite = torch.ones((), dtype=torch.bool, pin_memory=pin)
+        return cls(observations, noise, actions, finite, observations.numpy(), noise.numpy(), actions.numpy())
 
 
 class MettagridPolicy(BatchPolicy):

@@ -1,9 +1,18 @@
 """Run episodes of one loaded policy: many environments in lockstep, one batched policy call per step.
 
 Reads top to bottom like CleanRL's `evaluate`: allocate buffers once, fill slots with episodes, loop
-(noise -> one policy call -> write actions -> step every live simulation), harvest finished episodes,
-refill their slots. Every mettagrid `Simulation` writes straight into rows of the shared buffers
-(`Buffers` views), so there is no per-step copy of observations.
+(noise -> one policy call -> write actions -> step every live simulation -> check terminations), harvest
+finished episodes, refill their slots. Every mettagrid `Simulation` writes straight into rows of the
+shared buffers (`Buffers` views), so there is no per-step copy of observations, and the loop allocates no
+arrays per step (torch does, inside the policy's forward): buffers and noise are allocated once per group,
+the `StepBatch` and step calls are rebuilt only when an episode ends.
+
+Costs, measured on navigation (bench/throughput.py, BENCHMARKS.md): mettagrid's C++ step is 2-25 us per
+environment; its Python `Simulation.step()` wrapper adds ~13 us (Stopwatch timers, talk channel, event
+handlers, its own `is_done()`), `is_done()` costs ~1.6 us per slot and a per-slot Gumbel draw plus copy
+~1.5 us. The loop below pays none of these per slot per step: it calls the C++ step directly when the
+wrapper would do nothing else, checks every slot's termination with two numpy reductions over the shared
+flags, and draws noise in blocks.
 """
 
 from __future__ import annotations
@@ -11,8 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
@@ -28,8 +37,15 @@ from sim.replays import replay_bytes
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOCKSTEP_ENVS = 32
-"""Simulations stepped together per batched forward; enough to amortise a forward, few enough to refill."""
+DEFAULT_LOCKSTEP_ENVS = 64
+"""Simulations stepped together per batched forward (bench/throughput.py --sweep, navigation, example MLP,
+(c)/(a): 0.39 at 8, 0.43 at 16, 0.50 at 32, 0.51 at 64, 0.53 at 128). Wider amortises the forward's
+per-call cost; the longest-first order and the trimmed tail keep idle rows under 0.5% even at 64. Work
+units of fewer episodes (the CLI's --shard-size) cap it."""
+
+NOISE_BLOCK_STEPS = 32
+"""Steps of Gumbel noise drawn per rng call. Blocks start at each episode's own step 0, so the values an
+episode sees depend only on its seed (numpy draws a block exactly as it draws the same steps one by one)."""
 
 
 @dataclass(frozen=True)
@@ -49,41 +65,66 @@ class _Live:
     slot: Slot
     job: EpisodeJob
     started: float
+    step: Callable[[], None]
+    """`Simulation.step` or, when that would only add overhead, the C++ step it wraps (see `_stepper`)."""
+    noise_due: int = 0
+    """Loop tick at which this slot's block of noise is used up."""
     replay: InMemoryReplayWriter | None = None
 
 
 @dataclass
 class _Buffers:
+    """Everything the loop reads or writes, allocated once per group of jobs."""
+
     observations: np.ndarray
-    terminals: np.ndarray
-    truncations: np.ndarray
+    flags: np.ndarray
+    """(2, slots, agents) bool: terminals then truncations; mettagrid writes them through the views below."""
     rewards: np.ndarray
     actions: np.ndarray
     vibe_actions: np.ndarray
-    noise: np.ndarray | None = field(default=None)
+    done: np.ndarray
+    """(2, slots) scratch for the per-step termination check."""
+    noise: np.ndarray | None
+    """(rows, actions) float32: the noise of the current step, gathered from `noise_blocks`."""
+    noise_blocks: np.ndarray | None
+    """(NOISE_BLOCK_STEPS * rows, actions) float32: block step k of row r lives at k * rows + r."""
+    noise_index: np.ndarray
+    """(rows,) int64: where each row's next noise sits in `noise_blocks`; advances by `rows` per step."""
 
     @classmethod
-    def allocate(cls, rows: int, obs_shape: tuple[int, ...], num_actions: int, stochastic: bool) -> _Buffers:
+    def allocate(cls, slots: int, agents: int, obs_shape: tuple[int, ...], num_actions: int, stochastic: bool):
+        rows = slots * agents
         return cls(
             observations=np.zeros((rows, *obs_shape), dtype=dtype_observations),
-            terminals=np.zeros(rows, dtype=dtype_terminals),
-            truncations=np.zeros(rows, dtype=dtype_terminals),
+            flags=np.zeros((2, slots, agents), dtype=dtype_terminals),
             rewards=np.zeros(rows, dtype=dtype_rewards),
             actions=np.zeros(rows, dtype=dtype_actions),
             vibe_actions=np.zeros(rows, dtype=dtype_actions),
+            done=np.zeros((2, slots), dtype=bool),
             noise=np.zeros((rows, num_actions), dtype=np.float32) if stochastic else None,
+            noise_blocks=np.zeros((NOISE_BLOCK_STEPS * rows, num_actions), np.float32) if stochastic else None,
+            noise_index=np.arange(rows, dtype=np.int64),
         )
 
-    def view(self, rows: slice) -> Buffers:
+    def view(self, index: int, rows: slice) -> Buffers:
         return Buffers(
             observations=self.observations[rows],
-            terminals=self.terminals[rows],
-            truncations=self.truncations[rows],
+            terminals=self.flags[0, index],
+            truncations=self.flags[1, index],
             rewards=self.rewards[rows],
             masks=np.ones(rows.stop - rows.start, dtype=bool),
             actions=self.actions[rows],
             teacher_actions=self.vibe_actions[rows],
         )
+
+    def draw_noise(self, slot: Slot) -> None:
+        """Refill `slot`'s block: NOISE_BLOCK_STEPS steps of (agents, actions) Gumbel noise in one call."""
+        assert self.noise_blocks is not None
+        rows = self.noise.shape[0]
+        blocks = self.noise_blocks.reshape(NOISE_BLOCK_STEPS, rows, -1)
+        agents = slot.rows.stop - slot.rows.start
+        blocks[:, slot.rows] = slot.rng.gumbel(size=(NOISE_BLOCK_STEPS, agents, blocks.shape[2]))
+        self.noise_index[slot.rows] = np.arange(slot.rows.start, slot.rows.stop)
 
 
 def run_episodes(
@@ -106,51 +147,101 @@ def run_episodes(
 
 
 def _run_group(policy: BatchPolicy, jobs: list[EpisodeJob], num_agents: int, lockstep: int) -> list[EpisodeResult]:
-    pending = deque(jobs)
-    first_config = build_config(jobs[0].env, jobs[0].seed)
-    interface = PolicyEnvInterface.from_mg_cfg(first_config)
+    # Longest episodes first, so the short ones fill the tail where slots run out of work.
+    pending = deque(sorted(jobs, key=lambda job: -job.env.max_steps))
+    interface = PolicyEnvInterface.from_mg_cfg(build_config(jobs[0].env, jobs[0].seed))
     policy.bind(interface)
     num_actions = len(interface.action_names)
     num_slots = min(lockstep, len(jobs))
-    rows = num_slots * num_agents
-    buffers = _Buffers.allocate(rows, interface.observation_shape, num_actions, policy.stochastic)
-    live: dict[int, _Live] = {}
+    buffers = _Buffers.allocate(num_slots, num_agents, interface.observation_shape, num_actions, policy.stochastic)
+    live: list[_Live | None] = [_start(policy, pending.popleft(), i, num_agents, buffers, 0) for i in range(num_slots)]
     results: list[EpisodeResult] = []
+    policy_name = type(policy).__name__
 
-    for index in range(num_slots):
-        live[index] = _start(policy, pending.popleft(), index, num_agents, buffers)
-
-    while live:
-        if buffers.noise is not None:
-            for entry in live.values():
-                buffers.noise[entry.slot.rows] = entry.slot.rng.gumbel(size=(num_agents, num_actions))
-        batch = StepBatch(buffers.observations, buffers.noise, [entry.slot for entry in live.values()])
-        actions = check_actions(np.asarray(policy.act(batch)), rows, num_actions, type(policy).__name__)
-        buffers.actions[:] = actions
-        for index in list(live):
+    tick = 0
+    batch, steps, used, noise_due = _assemble(live, buffers, num_agents)
+    while used:
+        if buffers.noise is not None:  # stochastic policies: ~1.3 us per step for all rows together
+            if tick == noise_due:  # once per NOISE_BLOCK_STEPS per slot: one rng call (~3 us) for the next block
+                noise_due = _refill_noise(live, buffers, tick)
+            # One gather for all rows (~0.8 us) instead of a Gumbel draw and copy per slot (~1.5 us each).
+            # mode="clip": unbuffered, and rows of an emptied slot below the last live one stay in range.
+            np.take(buffers.noise_blocks, buffers.noise_index[:used], axis=0, out=buffers.noise[:used], mode="clip")
+            buffers.noise_index += buffers.noise.shape[0]
+        # The one policy call (the forward: ~10-18 us per row for the example MLP). check_actions, ~1.4 us, keeps
+        # an out-of-range action from ever reaching the C++ step, which would index with it.
+        actions = check_actions(np.asarray(policy.act(batch)), used, num_actions, policy_name)
+        buffers.actions[:used] = actions
+        for step in steps:  # 2-25 us of C++ per env; +13 us of Python only for slots recording a replay
+            step()
+        tick += 1
+        # Every slot's is_done() at once: all agents terminated or all truncated (two reductions, ~2 us).
+        np.all(buffers.flags, axis=2, out=buffers.done)
+        if not buffers.done.any():  # the common case: nothing finished this step
+            continue
+        for index in np.flatnonzero(buffers.done.any(axis=0)):
             entry = live[index]
-            entry.slot.simulation.step()
-            if entry.slot.simulation.is_done():
-                results.append(_finish(entry))
-                if pending:
-                    live[index] = _start(policy, pending.popleft(), index, num_agents, buffers)
-                else:
-                    del live[index]
+            assert entry is not None
+            results.append(_finish(entry))
+            buffers.flags[:, index] = False
+            live[index] = _start(policy, pending.popleft(), index, num_agents, buffers, tick) if pending else None
+        batch, steps, used, noise_due = _assemble(live, buffers, num_agents)
     return results
 
 
-def _start(policy: BatchPolicy, job: EpisodeJob, index: int, num_agents: int, buffers: _Buffers) -> _Live:
+def _assemble(
+    live: list[_Live | None], buffers: _Buffers, num_agents: int
+) -> tuple[StepBatch, list[Callable[[], None]], int, int]:
+    """Rebuild what the loop holds between episode ends: the batch (rows up to the last live slot, so an
+    emptying tail costs fewer forward rows), the step calls, and the tick of the next noise refill."""
+    entries = [entry for entry in live if entry is not None]
+    used = (max((i for i, entry in enumerate(live) if entry is not None), default=-1) + 1) * num_agents
+    noise = None if buffers.noise is None else buffers.noise[:used]
+    batch = StepBatch(buffers.observations[:used], noise, [entry.slot for entry in entries])
+    noise_due = min((entry.noise_due for entry in entries), default=-1)
+    return batch, [entry.step for entry in entries], used, noise_due
+
+
+def _refill_noise(live: list[_Live | None], buffers: _Buffers, tick: int) -> int:
+    for entry in live:
+        if entry is not None and entry.noise_due == tick:
+            buffers.draw_noise(entry.slot)
+            entry.noise_due = tick + NOISE_BLOCK_STEPS
+    return min(entry.noise_due for entry in live if entry is not None)
+
+
+def _start(policy: BatchPolicy, job: EpisodeJob, index: int, num_agents: int, buffers: _Buffers, tick: int) -> _Live:
     rows = slice(index * num_agents, (index + 1) * num_agents)
     replay = InMemoryReplayWriter() if job.record_replay else None
     simulation = Simulation(
         build_config(job.env, job.seed),
         seed=job.seed,
-        buffers=buffers.view(rows),
+        buffers=buffers.view(index, rows),
         event_handlers=[replay] if replay else (),
     )
     slot = Slot(index=index, rows=rows, simulation=simulation, rng=np.random.default_rng(job.seed))
-    policy.start_episode(slot)
-    return _Live(slot=slot, job=job, started=time.perf_counter(), replay=replay)
+    policy.start_episode(slot)  # before the noise: a policy's own draws come first in the episode's rng
+    if buffers.noise is not None:
+        buffers.draw_noise(slot)
+    entry = _Live(slot=slot, job=job, started=time.perf_counter(), step=_stepper(simulation), replay=replay)
+    entry.noise_due = tick + NOISE_BLOCK_STEPS
+    return entry
+
+
+def _stepper(simulation: Simulation) -> Callable[[], None]:
+    """The cheapest call that advances `simulation` exactly as `Simulation.step()` does.
+
+    `Simulation.step()` (mettagrid 0.26) is the C++ step plus talk-channel upkeep, each event handler's
+    `on_step`/`on_episode_end` and Stopwatch timers: ~13 us of Python on top of a 2-25 us C++ step. With
+    no handler attached (no replay writer, no game-stat episode end) and talk disabled, all of that is a
+    no-op, so the C++ step alone plays the same trajectory. Anything else, or a mettagrid whose internals
+    moved, keeps the wrapper.
+    """
+    handlers = getattr(simulation, "_event_handlers", None)
+    c_sim = getattr(simulation, "_c_sim", None)
+    if handlers == [] and c_sim is not None and not simulation.config.game.talk.enabled:
+        return c_sim.step
+    return simulation.step
 
 
 def _finish(entry: _Live) -> EpisodeResult:

@@ -51,17 +51,30 @@ def walls_config(tmp_path: Path, **overrides) -> EvalConfig:
 
 
 def test_killed_worker_loses_nothing(tmp_path: Path):
-    clean = evaluate(walls_config(tmp_path, run_name="clean"))
+    """A deliberately slow policy (20 ms per agent-step) keeps the run going ~10 s, so the kill lands mid-run."""
+    (tmp_path / "slow.zip").write_bytes(submission_zip(step="import time; time.sleep(0.02)"))
+    config = EvalConfig(
+        policy_uris=(str(tmp_path / "slow.zip"), "builtin://navigator"),
+        suite="smoke",
+        episodes=8,
+        shard_size=2,
+        num_workers=2,
+        trust_remote_code=True,
+        use_cache=False,
+        replays=False,
+        data_dir=tmp_path,
+    )
+    clean = evaluate(config.model_copy(update={"run_name": "clean"}))
     outcome: list[RunOutcome] = []
-    runner = threading.Thread(target=lambda: outcome.append(evaluate(walls_config(tmp_path, run_name="killed"))))
     before = set(eval_worker_pids())
+    runner = threading.Thread(target=lambda: outcome.append(evaluate(config.model_copy(update={"run_name": "cut"}))))
     runner.start()
     deadline = time.monotonic() + 60
     victims: list[int] = []
     while time.monotonic() < deadline and not victims:
         victims = [pid for pid in eval_worker_pids() if pid not in before]
         time.sleep(0.05)
-    time.sleep(0.5)  # let it get some units in flight
+    time.sleep(3.0)  # workers take ~1.5-2 s to boot; the evaluation itself lasts ~10 s
     os.kill(victims[0], signal.SIGKILL)
     runner.join(timeout=300)
     [disturbed] = outcome

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): `python -m bench.throughput`; results and how to read them in BENCHMARKS.md."""
