@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.cli import MARKER_END, MARKER_START
-from tests.support.ray_head import RayHead
+from tests.support.ray_head import RayHead, running_head
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +28,8 @@ PACKAGES = ("evaluator", "actors", "sim")
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory):
-    head = RayHead(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
-    try:
-        head.start()
+    with running_head(tmp_path_factory.mktemp("ray")) as head:
         yield head
-    finally:
-        head.stop()
-    assert head.session_pids() == [], "a process of the head's session survived stop()"
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from evaluator.service.webhook import ArtifactVersion, Delivery, authentic, pars
 from evaluator.sweep import CheckpointState
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.fake_wandb import FakeWandb, reset_wandb, running_fake_wandb
-from tests.support.ray_head import RayHead, free_ports
+from tests.support.ray_head import RayHead, free_ports, running_head
 
 SECRET = "webhook-secret-" + "7f3a9c" * 4
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -224,13 +224,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeWandb]:
 
 @pytest.fixture(scope="module")
 def head(fake: FakeWandb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
-    head = RayHead(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
-    try:
-        head.start()
+    with running_head(tmp_path_factory.mktemp("ray")) as head:
         yield head
-    finally:
-        head.stop()
-    assert head.session_pids() == []
 
 
 @pytest.fixture(scope="module")

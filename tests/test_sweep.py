@@ -35,7 +35,7 @@ from evaluator.sweep import (
     sweep,
 )
 from tests.conftest import state_dict_bytes, tiny_model
-from tests.support.ray_head import VENV_BIN, RayHead
+from tests.support.ray_head import VENV_BIN, RayHead, running_head
 
 EPISODES = 2
 SMOKE_ENVS = 2
@@ -298,12 +298,8 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_respected(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory):
-    head = RayHead(temp_dir=tmp_path_factory.mktemp("ray"), num_cpus=2)
-    try:
-        head.start()
+    with running_head(tmp_path_factory.mktemp("ray")) as head:
         yield head
-    finally:
-        head.stop()
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,3 +189,15 @@ class RayHead:
             text=True,
             timeout=timeout_s,
         )
+
+
+@contextlib.contextmanager
+def running_head(temp_dir: Path, num_cpus: int = 2) -> Iterator[RayHead]:
+    """A started head for the body of the `with`; stopped after, and no process of its session may survive."""
+    head = RayHead(temp_dir=temp_dir, num_cpus=num_cpus)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+    assert head.session_pids() == [], "a process of the head's session survived stop()"
