@@ -4,6 +4,11 @@ An `EnvSpec` is data (frozen, hashable, serialisable) so that it can travel insi
 be hashed into a cache key; `build_config` turns it into a mettagrid `MettaGridConfig` for one episode
 seed. Every navigation environment shares one object set, action set and observation shape, so one
 policy (and one batched forward) serves all of them.
+
+Metta's navigation evals lay each map out several times (`instances`, one agent per copy) and score a heart
+at 0.333 (`heart_reward`); both are `EnvSpec` fields whose defaults (`instances=None`: the map as drawn,
+`heart_reward=1.0`) build exactly the configs, and hash to exactly the digests, they did before the fields
+existed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from mettagrid.builder.envs import make_navigation
+from mettagrid.config.game_value import InventoryValue
 from mettagrid.config.handler_config import Handler
 from mettagrid.config.mettagrid_config import (
     ChangeVibeActionConfig,
@@ -21,13 +27,26 @@ from mettagrid.config.mettagrid_config import (
     MettaGridConfig,
 )
 from mettagrid.config.mutation.resource_mutation import withdraw
+from mettagrid.config.reward_config import reward
 from mettagrid.map_builder.ascii import AsciiMapBuilder
+from mettagrid.map_builder.map_builder import MapBuilderConfig
 from mettagrid.map_builder.maze import MazePrimMapBuilder
 from mettagrid.map_builder.random_map import RandomMapBuilder
+from mettagrid.mapgen.mapgen import MapGen
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HEART_SOURCES: tuple[str, ...] = ("generator_red", "mine_red")
-"""Objects that hand an agent one heart (reward 1 under `make_navigation`'s reward) when it walks into them."""
+"""Objects that hand an agent one heart (reward `EnvSpec.heart_reward`, 1 by default) when it walks into them."""
+
+HEART_SOURCE_ALIASES: dict[str, str] = {"assembler": "generator_red", "altar": "generator_red"}
+"""Metta's heart sources, read as our `generator_red` when a map file is read.
+
+Metta's navigation maps hand out hearts from `assembler`s (earlier `altar`s). Declaring those as object
+types of their own would add a tag, and mettagrid numbers tags alphabetically (`agent`, `assembler`,
+`generator_red`, ...), so every existing object's tag id would shift: the observations of every existing
+environment would change and the example checkpoints, trained on today's ids, would see other inputs.
+An assembler in a navigation eval does exactly what `generator_red` does here (an agent walks into it and
+gets a heart), so reading it as `generator_red` keeps the object set, and every observation, unchanged."""
 
 INERT_OBJECTS: tuple[str, ...] = ("hub",)
 
@@ -99,28 +118,58 @@ class MazeMap(_Frozen):
 MapSpec = Annotated[AsciiMap | RandomMap | MazeMap, Field(discriminator="kind")]
 
 
+METTA_BORDER_WIDTH = 6
+"""Walls around the whole map in Metta's navigation evals (MapGen `border_width`)."""
+METTA_INSTANCE_BORDER_WIDTH = 3
+"""Walls between two copies of the map in Metta's navigation evals (MapGen `instance_border_width`)."""
+
+_HASHED_ONLY_WHEN_SET = ("instances", "border_width", "instance_border_width", "heart_reward")
+"""Fields added after results were cached: left out of `spec_hash` while at their defaults."""
+
+
 class EnvSpec(_Frozen):
-    """One evaluation environment: a map, an episode length, agents and how many episodes to run."""
+    """One evaluation environment: a map, an episode length, agents and how many episodes to run.
+
+    `instances=N` lays the map out N times (mettagrid's MapGen, as Metta's navigation evals do), walled
+    off from each other by `instance_border_width` and from the outside by `border_width`; `num_agents`
+    counts the agents of all copies. `heart_reward` is the reward of one heart.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     map: MapSpec
     max_steps: int = Field(ge=1, le=100_000)
     num_agents: int = Field(default=1, ge=1, le=64)
     episodes: int = Field(default=5, ge=1, le=10_000)
+    instances: int | None = Field(default=None, ge=1, le=64)
+    border_width: int = Field(default=METTA_BORDER_WIDTH, ge=0, le=32)
+    instance_border_width: int = Field(default=METTA_INSTANCE_BORDER_WIDTH, ge=0, le=32)
+    heart_reward: float = Field(default=1.0, gt=0, le=1_000, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _agents_match_map(self) -> EnvSpec:
-        if isinstance(self.map, AsciiMap) and self.map.agent_count != self.num_agents:
+        copies = self.instances or 1
+        if isinstance(self.map, AsciiMap) and self.map.agent_count * copies != self.num_agents:
+            laid_out = f" x {copies} instances" if self.instances else ""
             raise ValueError(
-                f"env {self.name!r}: map has {self.map.agent_count} agents ('@') but num_agents={self.num_agents}"
+                f"env {self.name!r}: map has {self.map.agent_count} agents ('@'){laid_out} "
+                f"but num_agents={self.num_agents}"
             )
-        if isinstance(self.map, MazeMap) and self.num_agents != 1:
-            raise ValueError(f"env {self.name!r}: maze maps hold exactly one agent")
+        if isinstance(self.map, MazeMap) and self.num_agents != copies:
+            raise ValueError(f"env {self.name!r}: maze maps hold exactly one agent per instance")
+        if isinstance(self.map, RandomMap) and self.num_agents % copies:
+            raise ValueError(f"env {self.name!r}: num_agents={self.num_agents} does not split over {copies} instances")
+        borders = (self.border_width, self.instance_border_width)
+        if self.instances is None and borders != (METTA_BORDER_WIDTH, METTA_INSTANCE_BORDER_WIDTH):
+            raise ValueError(f"env {self.name!r}: border_width and instance_border_width need `instances`")
         return self
 
     def spec_hash(self) -> str:
-        """Stable digest of everything that determines an episode's outcome (used in cache keys)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """Stable digest of everything that determines an episode's outcome (used in cache keys).
+
+        Fields added later count only when set away from their defaults, so the envs that existed before
+        keep their digests and their cached results."""
+        unset = {name for name in _HASHED_ONLY_WHEN_SET if getattr(self, name) == EnvSpec.model_fields[name].default}
+        return hashlib.sha256(self.model_dump_json(exclude=unset).encode()).hexdigest()[:16]
 
 
 def episode_seed(suite_seed: int, env_name: str, episode: int) -> int:
@@ -130,10 +179,15 @@ def episode_seed(suite_seed: int, env_name: str, episode: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF
 
 
-def navigation_game(num_agents: int, max_steps: int) -> MettaGridConfig:
-    """`make_navigation` plus our heart sources and inert hub; vibes off so actions are noop + 4 moves."""
+def navigation_game(num_agents: int, max_steps: int, heart_reward: float = 1.0) -> MettaGridConfig:
+    """`make_navigation` plus our heart sources and inert hub; vibes off so actions are noop + 4 moves.
+
+    `heart_reward` re-weights `make_navigation`'s own heart reward (`reward(InventoryValue("heart"))`),
+    the way Metta's navigation recipe scores a heart at 0.333; at 1.0 the config is left untouched."""
     cfg = make_navigation(num_agents)
     cfg.game.max_steps = max_steps
+    if heart_reward != 1.0:
+        cfg.game.agent.rewards["heart"] = reward(InventoryValue(item="heart"), weight=heart_reward)
     cfg.game.actions.change_vibe = ChangeVibeActionConfig(enabled=False)
     for name in HEART_SOURCES:
         cfg.game.objects[name] = GridObjectConfig(
@@ -149,21 +203,34 @@ def navigation_game(num_agents: int, max_steps: int) -> MettaGridConfig:
 def build_config(spec: EnvSpec, seed: int) -> MettaGridConfig:
     """The mettagrid config of one episode. Generated maps take the episode seed, so the same seed always
     gives the same map whatever ran before in the process (see DESIGN.md's determinism trap)."""
-    cfg = navigation_game(spec.num_agents, spec.max_steps)
-    rows = _map_rows(spec, seed)
-    if rows is None:
-        assert isinstance(spec.map, RandomMap)
-        cfg.game.map_builder = RandomMapBuilder.Config(
-            width=spec.map.width,
-            height=spec.map.height,
-            agents=spec.num_agents,
-            border_width=1,
-            objects={"wall": spec.map.walls, "generator_red": spec.map.goals},
+    cfg = navigation_game(spec.num_agents, spec.max_steps, spec.heart_reward)
+    builder = _instance_builder(spec, seed)
+    if spec.instances is not None:
+        builder = MapGen.Config(
+            instance=builder,
+            instances=spec.instances,
+            border_width=spec.border_width,
+            instance_border_width=spec.instance_border_width,
             seed=seed,
         )
-    else:
-        cfg.game.map_builder = AsciiMapBuilder.Config(map_data=list(rows), char_to_map_name=MAP_LEGEND)
+    cfg.game.map_builder = builder
     return cfg
+
+
+def _instance_builder(spec: EnvSpec, seed: int) -> MapBuilderConfig:
+    """The builder of one copy of the map (the whole map when `instances` is unset)."""
+    rows = _map_rows(spec, seed)
+    if rows is not None:
+        return AsciiMapBuilder.Config(map_data=list(rows), char_to_map_name=MAP_LEGEND)
+    assert isinstance(spec.map, RandomMap)
+    return RandomMapBuilder.Config(
+        width=spec.map.width,
+        height=spec.map.height,
+        agents=spec.num_agents // (spec.instances or 1),
+        border_width=1,
+        objects={"wall": spec.map.walls, "generator_red": spec.map.goals},
+        seed=seed,
+    )
 
 
 def _map_rows(spec: EnvSpec, seed: int) -> tuple[str, ...] | None:
