@@ -36,12 +36,16 @@ FROM base-${VARIANT} AS base
 # torch is pinned here and in the Makefile, not in pyproject.toml, so each install picks its own build
 # (CPU or CUDA) from the right index; tests/test_image.py checks the two pins agree.
 ARG TORCH_VERSION=2.13.0
+# pufferlib-core (mettagrid's lstm/stateless/puffer policies) pins torch==2.9.0 in its metadata: installed with
+# --no-deps so it never replaces the torch above; the `mettagrid-policies` extra brings what it needs.
+ARG PUFFERLIB_VERSION=3.0.23
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # The rayproject/ray images run as the non-root user `ray` (uid 1000, gid 100) and own their conda Python
 # (/home/ray/anaconda3), so pip needs no root.
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
+    && pip install --no-cache-dir --no-deps "pufferlib-core==${PUFFERLIB_VERSION}"
 # /app belongs to that user: pip builds in it, and DATA_DIR=/app/data must be writable.
 USER 0:0
 RUN mkdir -p /app/data && chown -R 1000:100 /app
@@ -60,14 +64,15 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/dist .
 # the editable install runs the mounted source.
 FROM base AS development
 COPY --chown=1000:100 . /app
-RUN pip install --no-cache-dir -e ".[test]"
+RUN pip install --no-cache-dir -e ".[test,mettagrid-policies]"
 ENV DATA_DIR=/app/data
 CMD ["policy-evaluator", "entrypoint"]
 
 # production: the wheel only (no source tree, no test tools), non-root, configured by environment variables.
 FROM base AS production
 COPY --from=wheel --chown=1000:100 /tmp/dist/ /tmp/dist/
-RUN pip install --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
+# The wheel by name with its extra; pip finds it in /tmp/dist (the version is pyproject's, checked by a test).
+RUN pip install --no-cache-dir --find-links /tmp/dist "policy-evaluator[mettagrid-policies]==0.1.0" && rm -rf /tmp/dist
 # The base image gives `ray` password-less sudo; a production image has no use for it.
 USER 0:0
 RUN sed -i '/^ray ALL=NOPASSWD: ALL$/d' /etc/sudoers && gpasswd -d ray sudo

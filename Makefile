@@ -9,11 +9,16 @@ DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p bui
 .PHONY: demo test lint format clean bench
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU build instead of a multi-GB CUDA one.
-$(STAMP): pyproject.toml
+# pufferlib-core (mettagrid's trainable policies: lstm, stateless, puffer) pins torch==2.9.0 in its metadata,
+# which would replace our torch with a multi-GB CUDA build: it goes in with --no-deps, after the
+# `mettagrid-policies` extra has installed what it really needs on top of mettagrid (README, "Policies").
+PUFFERLIB_VERSION := 3.0.23
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,mettagrid-policies]"
+	$(BIN)/pip install --quiet --no-deps pufferlib-core==$(PUFFERLIB_VERSION)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,3 +15,9 @@ class SuiteError(UsageError):
 
 class PolicyError(EvaluatorError):
     """A checkpoint cannot be loaded or misbehaves; fails that checkpoint only."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a user-facing message: its first line, or its class name when empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -156,6 +156,19 @@ def test_torch_pin_matches_the_makefile():
     assert arg == f"TORCH_VERSION={makefile_pin}"
 
 
+def test_pufferlib_goes_in_without_its_torch_pin_as_in_the_makefile():
+    makefile = (ROOT / "Makefile").read_text()
+    makefile_pin = re.search(r"^PUFFERLIB_VERSION := ([\w.]+)$", makefile, re.M).group(1)
+    assert "pip install --quiet --no-deps pufferlib-core==$(PUFFERLIB_VERSION)" in makefile
+    (arg,) = [v for v in instructions(stages(), "production", "ARG") if v.startswith("PUFFERLIB_VERSION=")]
+    assert arg == f"PUFFERLIB_VERSION={makefile_pin}"
+    runs = " ".join(instructions(stages(), "production", "RUN"))
+    assert '--no-deps "pufferlib-core==${PUFFERLIB_VERSION}"' in runs
+    assert "pufferlib" not in json.dumps(pyproject()["project"]), "listing it would pull torch==2.9.0 (CUDA)"
+    version = pyproject()["project"]["version"]
+    assert f'--find-links /tmp/dist "policy-evaluator[mettagrid-policies]=={version}"' in runs, "the wheel just built"
+
+
 def test_production_is_the_wheel_only_non_root_with_the_entrypoint_command():
     all_stages = stages()
     production = all_stages["production"]["instructions"]
@@ -175,7 +188,7 @@ def test_production_is_the_wheel_only_non_root_with_the_entrypoint_command():
 
 def test_development_installs_the_package_editable_with_tests():
     runs = " ".join(value for kind, value in stages()["development"]["instructions"] if kind == "RUN")
-    assert re.search(r"pip install [^&]*-e \"?\.\[test\]", runs)
+    assert re.search(r"pip install [^&]*-e \"?\.\[test[,\]]", runs)
 
 
 # -- .dockerignore, compose, .env.example ---------------------------------------------------------------------

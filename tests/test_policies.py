@@ -9,7 +9,8 @@ import torch
 
 from evaluator.sources import resolve
 from sim.errors import PolicyError
-from sim.policies import MettagridPolicy, PolicyFormat, TorchPolicy, detect_format, load_policy
+from sim.mettagrid_policies import MettagridBundlePolicy
+from sim.policies import PolicyFormat, TorchPolicy, detect_format, load_policy
 from sim.runner import EpisodeJob, run_episodes
 from sim.suites import get_suite
 from tests.conftest import state_dict_bytes, submission_zip, tiny_model
@@ -118,7 +119,7 @@ def test_mettagrid_policy_directory(tmp_path: Path, manifest: str):
     [checkpoint] = resolve(str(policy_dir))
     assert detect_format(checkpoint.uri, checkpoint.data) is PolicyFormat.METTAGRID_SPEC
     policy = load_policy(checkpoint.uri, checkpoint.data)
-    assert isinstance(policy, MettagridPolicy)
+    assert isinstance(policy, MettagridBundlePolicy)
     results = play(policy, episodes=1)
     assert all(r.steps == env.max_steps for r, env in zip(results, SMOKE.envs, strict=True))
 

@@ -1,0 +1,181 @@
+"""Policy bundles, the mettagrid/Metta checkpoint format: a directory or `.zip` holding `policy_spec.json`
+(or `cogames.toml`) with `class_path`, `data_path` and `init_kwargs`.
+
+The class decides the path (DESIGN.md "Policies"):
+- a torch `nn.Module` (ours, e.g. `sim.models.TokenGridLSTM`, or any installed one) is built from
+  `init_kwargs`, gets the weights, and runs on our batched `TorchPolicy` directly;
+- a mettagrid `MultiAgentPolicy` (`lstm`, `stateless`, `puffer`, any registered short name, or a class of
+  an installed package) is built the way mettagrid's loader builds it and then driven by the fastest
+  adapter that fits (`sim.mettagrid_policies`).
+Weights are `.safetensors` (read with the `safetensors` library) or a `.pt` state dict read with
+`torch.load(weights_only=True)`: no checkpoint byte is ever unpickled as code. A bundle shipping its own
+code or a setup script runs only with `--trust-remote-code`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from mettagrid.policy.loader import resolve_policy_class_path
+from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
+from mettagrid.policy.prepare_policy_spec import (
+    extract_submission_archive,
+    find_package_source_root,
+    load_policy_spec_from_path,
+)
+from mettagrid.policy.submission import (
+    POLICY_MANIFEST_FILENAME,
+    POLICY_SPEC_FILENAME,
+    SubmissionPolicySpec,
+    load_policy_manifest,
+)
+from mettagrid.util.module import load_symbol
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+
+from sim.batch_policy import BatchPolicy
+from sim.errors import PolicyError, first_line
+from sim.mettagrid_policies import MettagridBundlePolicy
+from sim.torch_policy import TorchPolicy
+
+logger = logging.getLogger(__name__)
+
+PUFFERLIB_INSTALL = "pip install --no-deps pufferlib-core==3.0.23 einops (README: mettagrid's trainable policies)"
+INSTALL_HINTS: dict[str, str] = {
+    "metta": "Metta (https://github.com/Metta-AI/metta; not on PyPI): install it from its repository",
+    "pufferlib": PUFFERLIB_INSTALL,
+    "cogames": "pip install cogames",
+    "cogames_agents": "pip install cogames-agents",
+}
+"""What to tell a user whose bundle names a class from a package that is not installed."""
+WEIGHTS_FILENAME = "weights.safetensors"
+
+
+def load_bundle(uri: str, data: bytes, device: str, *, trust_remote_code: bool) -> BatchPolicy:
+    """Load a zipped bundle (sources zip bundle directories deterministically, so `data` is always a zip)."""
+    root = Path(tempfile.mkdtemp(prefix="policy-bundle-"))
+    try:
+        spec = _read_spec(uri, data, root, trust_remote_code)
+        policy_class = _import_class(uri, spec.class_path)
+        if isinstance(policy_class, type) and issubclass(policy_class, torch.nn.Module):
+            module = _build_module(uri, policy_class, spec)
+            return TorchPolicy(module.to(device), uri, device)
+        if isinstance(policy_class, type) and issubclass(policy_class, MultiAgentPolicy):
+            weights = read_weights(uri, Path(spec.data_path)) if _is_weights_file(spec.data_path) else None
+            return MettagridBundlePolicy(uri, spec, weights, device)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    shutil.rmtree(root, ignore_errors=True)  # code bundled with a trusted archive was imported already
+    raise PolicyError(f"{uri}: class_path {spec.class_path!r} is neither a torch.nn.Module nor a MultiAgentPolicy")
+
+
+def _read_spec(uri: str, data: bytes, root: Path, trust_remote_code: bool) -> PolicySpec:
+    """Extract (mettagrid refuses absolute, traversing and symlinked members), check what the spec would run
+    before any of it runs, then let mettagrid resolve `data_path` and put bundled code on `sys.path`."""
+    archive_path = root / "bundle.zip"
+    archive_path.write_bytes(data)
+    extracted = root / "extracted"
+    try:
+        extract_submission_archive(archive_path, extracted)
+        if not trust_remote_code:
+            _refuse_bundled_code(uri, extracted)
+        return load_policy_spec_from_path(extracted)
+    except (ValueError, FileNotFoundError) as exc:
+        raise PolicyError(f"{uri}: invalid policy bundle: {first_line(exc)}") from None
+
+
+def _refuse_bundled_code(uri: str, root: Path) -> None:
+    spec_path, manifest_path = root / POLICY_SPEC_FILENAME, root / POLICY_MANIFEST_FILENAME
+    if spec_path.is_file():
+        spec = SubmissionPolicySpec.model_validate_json(spec_path.read_text())
+    else:
+        spec = load_policy_manifest(manifest_path)
+    what = None
+    if spec.setup_script:
+        what = f"a setup script ({spec.setup_script})"
+    elif find_package_source_root(root, resolve_policy_class_path(spec.class_path)) is not None:
+        what = f"its own code ({spec.class_path})"
+    if what:
+        raise PolicyError(f"{uri} ships {what}; it runs only with --trust-remote-code (only for archives you trust)")
+
+
+def _import_class(uri: str, class_path: str) -> object:
+    """The class a bundle names (mettagrid short names such as `lstm` included); a missing package is this
+    checkpoint's error, naming what to install."""
+    full_path = resolve_policy_class_path(class_path)
+    try:
+        return load_symbol(full_path)
+    except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if "PufferLib" in str(exc):  # mettagrid's own check for its `train` extra
+            missing = "pufferlib"
+        if missing and missing in INSTALL_HINTS:
+            hint = INSTALL_HINTS[missing]
+        elif missing:
+            hint = f"install the package that provides {missing!r}"
+        else:
+            hint = "check the class path"
+        raise PolicyError(f"{uri}: cannot import {full_path} (package {missing or '?'!r} missing): {hint}") from None
+    except AttributeError as exc:
+        raise PolicyError(f"{uri}: cannot import {full_path}: {first_line(exc)}") from None
+
+
+def _build_module(uri: str, module_class: type[torch.nn.Module], spec: PolicySpec) -> torch.nn.Module:
+    if not spec.data_path:
+        raise PolicyError(f"{uri}: bundle of {spec.class_path} names no data_path (the weights)")
+    weights = read_weights(uri, Path(spec.data_path))
+    try:
+        module = module_class(**spec.init_kwargs)
+        module.load_state_dict(weights)
+    except Exception as exc:
+        raise PolicyError(f"{uri}: weights do not fit {spec.class_path}: {first_line(exc)}") from None
+    return module.eval()
+
+
+def _is_weights_file(data_path: str | None) -> bool:
+    return bool(data_path) and Path(data_path).suffix in (".safetensors", ".pt", ".pth")
+
+
+def read_weights(uri: str, path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors`, or from a torch file read with `weights_only=True` (a bare state
+    dict, or our `{format_version, ..., state_dict}` dict). Anything else is refused, never unpickled."""
+    data = path.read_bytes()
+    if path.suffix == ".safetensors":
+        try:
+            return load_safetensors(data)
+        except (SafetensorError, ValueError) as exc:
+            raise PolicyError(f"{uri}: {path.name} is not a valid safetensors file: {first_line(exc)}") from None
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise PolicyError(f"{uri}: {path.name} is a pickled Python object, refused (it could run code)") from None
+    except Exception as exc:
+        raise PolicyError(f"{uri}: cannot read {path.name}: {first_line(exc)}") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise PolicyError(f"{uri}: {path.name} is not a state dict (a mapping of parameter names to tensors)")
+    return loaded
+
+
+def write_bundle(directory: Path, module: torch.nn.Module, init_kwargs: dict, *, class_path: str | None = None) -> Path:
+    """Save `module` as a bundle: `policy_spec.json` + `weights.safetensors`, written under a temporary name
+    and renamed into place (a reader never sees half a bundle). Our examples ship in this format."""
+    from safetensors.torch import save as save_safetensors
+
+    class_path = class_path or f"{type(module).__module__}.{type(module).__qualname__}"
+    spec = SubmissionPolicySpec(class_path=class_path, data_path=WEIGHTS_FILENAME, init_kwargs=init_kwargs)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    (staging / WEIGHTS_FILENAME).write_bytes(save_safetensors(weights))
+    (staging / POLICY_SPEC_FILENAME).write_text(spec.model_dump_json(exclude_defaults=True, indent=2) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+    return directory
