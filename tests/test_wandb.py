@@ -126,10 +126,17 @@ def test_wandb_policy_to_wandb_output_end_to_end(fake_wandb: FakeWandb, tmp_path
     assert not outcome.failed, outcome.report.output
     run = fake_wandb.runs[(ENTITY, PROJECT, "evalrun1")]
     assert run.job_type == "policy_evaluation" and run.complete and run.exitcode == 0
-    assert {"smoke/score", "smoke/tiny_room", "smoke/tiny_random", "reward_avg"} <= set(run.summary)
-    assert "nav_run:v1/smoke/score" in run.summary and "nav_run:v2/smoke/score" in run.summary
+    metta_keys = {"evaluator/eval_smoke/score", "evaluator/eval_smoke/tiny_room", "evaluator/eval_smoke/tiny_random"}
+    metta_keys.add("overview/evaluator/smoke_score")
+    seed_keys = {"smoke/score", "smoke/tiny_room", "smoke/tiny_random", "reward_avg"}
+    assert seed_keys | metta_keys <= set(run.summary)
+    for version in ("v1", "v2"):
+        assert {f"nav_run:{version}/{key}" for key in seed_keys | metta_keys} <= set(run.summary)
     latest = outcome.report.policies[0].checkpoints[-1].metrics
-    assert run.summary["smoke/score"] == pytest.approx(latest.suite_scores["smoke/score"])
+    score = pytest.approx(latest.suite_scores["smoke/score"])
+    assert run.summary["smoke/score"] == score
+    assert run.summary["evaluator/eval_smoke/score"] == run.summary["overview/evaluator/smoke_score"] == score
+    assert run.summary["evaluator/eval_smoke/tiny_room"] == pytest.approx(latest.environments["tiny_room"].score)
     table = run.table("evaluation")
     assert table["columns"][:5] == ["policy_uri", "checkpoint", "version", "digest", "env"]
     assert len(table["data"]) == 2 * 2

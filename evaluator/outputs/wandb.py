@@ -1,9 +1,11 @@
 """OUTPUT_URI wandb://<entity>/<project>[/<run_id>]: log the results to a W&B run, as the seed did.
 
-The run has job type `policy_evaluation` (resumed when a run id is given); its summary holds Metta's
-keys for the latest checkpoint (`<suite>/score`, `<suite>/<env>`, `reward_avg`) plus the same keys under
-`<checkpoint>:<version>/` for every checkpoint; a `wandb.Table` holds one row per checkpoint and
-environment; report.json is logged as an artifact of type `evaluation_results` and waited for, so a
+The run has job type `policy_evaluation` (resumed when a run id is given); its summary holds, for the
+latest checkpoint, the seed's keys (`<suite>/score`, `<suite>/<env>`, `reward_avg`) and the keys Metta logs
+its own evaluations under (`evaluator/eval_<suite>/score`, `evaluator/eval_<suite>/<env>`,
+`overview/evaluator/<suite>_score`, so Metta's dashboards and panels read our results unchanged), plus the
+same keys under `<checkpoint>:<version>/` for every checkpoint; a `wandb.Table` holds one row per checkpoint
+and environment; report.json is logged as an artifact of type `evaluation_results` and waited for, so a
 successful return means W&B has it.
 """
 
@@ -50,9 +52,16 @@ def summary_metrics(report: Report) -> dict[str, float]:
         for checkpoint in policy.checkpoints:
             if checkpoint.metrics is None:
                 continue
-            metrics = {f"{suite}/score": checkpoint.metrics.suite_scores[f"{suite}/score"]}
-            metrics |= {f"{suite}/{env}": m.score for env, m in checkpoint.metrics.environments.items()}
+            score = checkpoint.metrics.suite_scores[f"{suite}/score"]
+            envs = {env: m.score for env, m in checkpoint.metrics.environments.items()}
+            metrics = {f"{suite}/score": score} | {f"{suite}/{env}": s for env, s in envs.items()}
             metrics["reward_avg"] = checkpoint.metrics.reward_avg
+            # Metta's evaluation keys (`send_eval_results_to_wandb` / `process_policy_evaluator_stats` with
+            # metta/rl/wandb.py's prefix "evaluator"): `evaluator/eval_<category>/score`, `.../<sim>`, and
+            # `overview/evaluator/<category>_score`.
+            metrics[f"evaluator/eval_{suite}/score"] = score
+            metrics |= {f"evaluator/eval_{suite}/{env}": s for env, s in envs.items()}
+            metrics[f"overview/evaluator/{suite}_score"] = score
             summary |= metrics | {f"{checkpoint.name}:{checkpoint.version}/{k}": v for k, v in metrics.items()}
     return summary
 
