@@ -95,7 +95,8 @@ class MettagridBundlePolicy(BatchPolicy):
         policy = build_policy(self._uri, self._spec, env, self._weights, self._device)
         network = policy.network()
         if network is not None and callable(getattr(network, "forward_eval", None)):
-            return TorchPolicy(network, self._uri, self._device)
+            # mettagrid builds on `device` only when init_kwargs name one: move the network there ourselves.
+            return TorchPolicy(network.to(self._device), self._uri, self._device)
         if _implements_step_batch(policy):
             return StepBatchPolicy(self._uri, lambda: build_policy(self._uri, self._spec, env, self._weights, "cpu"))
         if not self._warned_slow:

@@ -1,7 +1,8 @@
-"""Torch policy architectures that `.pt` state-dict checkpoints may name in `class_path`.
+"""Our torch policy architectures, named by `class_path` in bundles and `.pt` state-dict checkpoints.
 
-The modules take mettagrid's raw observation tokens, uint8 `(batch, tokens, 3)`, and return action logits
-`(batch, actions)`: the token decoding is inside the module, so a TorchScript export is self-contained.
+The modules take mettagrid's raw observation tokens, uint8 `(batch, tokens, 3)`: `TokenGridMLP` returns
+action logits `(batch, actions)` (the token decoding is inside the module, so a TorchScript export is
+self-contained); `TokenGridLSTM` is recurrent and follows PufferLib's `forward_eval(tokens, state)`.
 """
 
 from __future__ import annotations
