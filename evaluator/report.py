@@ -1,4 +1,6 @@
-"""The report: declared shapes (pydantic) reduced once, at the end, from raw per-episode results.
+"""The report: declared shapes (pydantic) reduced once, at the end, from raw per-episode results
+(`evaluator.report_assembly` does the reducing). Only pydantic here, so that anything reading reports (the
+webhook service, the summary) imports neither mettagrid nor torch.
 
 Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `<suite>/<env>/score`,
 `reward_avg`) so existing dashboards keep working; richer per-environment statistics sit beside them.
@@ -6,12 +8,7 @@ Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pydantic import BaseModel, ConfigDict, Field
-
-from sim.metrics import EpisodeResult, summarize
-from sim.suites import Suite
 
 
 class _Model(BaseModel):
@@ -100,30 +97,6 @@ class ErrorReport(_Model):
     error: str
     traceback: str | None = None
     policy_uri: str | None = None
-
-
-def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
-    """Reduce one checkpoint's episodes; environments keep the suite's order."""
-    environments: dict[str, EnvironmentMetrics] = {}
-    for env in suite.envs:
-        episodes = sorted((r for r in results if r.env == env.name), key=lambda r: r.episode)
-        summary = summarize(episodes)
-        environments[env.name] = EnvironmentMetrics(
-            episodes=summary.episodes,
-            score=summary.score,
-            std=summary.std,
-            ci95=(summary.ci95_low, summary.ci95_high),
-            success_rate=summary.success_rate,
-            mean_steps=summary.mean_steps,
-            agent_steps=sum(r.agent_steps for r in episodes),
-        )
-    env_scores = [m.score for m in environments.values()]
-    return CheckpointMetrics(
-        suite_scores={f"{suite.name}/score": sum(env_scores) / len(env_scores)},
-        simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
-        reward_avg=sum(r.reward_mean for r in results) / len(results),
-        environments=environments,
-    )
 
 
 def report_schema() -> dict:

@@ -12,15 +12,25 @@ import base64
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evaluator import __version__
 from evaluator.outputs.local import atomic_write
-from sim.envs import EnvSpec
+from sim.envs import EnvSpec, episode_seed
 from sim.metrics import EpisodeResult
+from sim.suites import Suite
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedEpisodes:
+    """What the cache holds of one checkpoint's episodes on a suite."""
+
+    found: list[EpisodeResult] = field(default_factory=list)
+    missing: list[tuple[str, int]] = field(default_factory=list)
+    """(env name, episode) of the episodes still to play."""
 
 
 class ResultsCache:
@@ -48,6 +58,20 @@ class ResultsCache:
         fields["rewards"] = tuple(fields["rewards"])
         # The episode index names the episode in this run; the outcome depends on the seed alone.
         return EpisodeResult(**{**fields, "episode": episode, "replay": replay})
+
+    def lookup(self, digest: str, suite: Suite, replays: bool) -> CachedEpisodes:
+        """The one rule for "which episodes of this checkpoint are missing" (the driver and the sweep both use
+        it): an episode is cached when its entry is, and episode 0 only with its replay when replays are on
+        (the report links every environment's first replay)."""
+        lookup = CachedEpisodes()
+        for env in suite.envs:
+            for episode in range(env.episodes):
+                result = self.get(digest, env, episode_seed(suite.seed, env.name, episode), episode)
+                if result is None or (replays and episode == 0 and result.replay is None):
+                    lookup.missing.append((env.name, episode))
+                else:
+                    lookup.found.append(result)
+        return lookup
 
     def put(self, digest: str, env: EnvSpec, result: EpisodeResult) -> None:
         fields = asdict(result)

@@ -6,230 +6,32 @@ every episode of the suite is cached under its content digest (and episode 0 wit
 are on). A sweep lists every checkpoint of each configured policy URI, skips the done ones, takes a lease on
 each of the others, looks at the cache again under the lease (a sweep that finished it meanwhile has released
 its lease), and evaluates the ones it holds in one `evaluate()` run: one report, delivered to OUTPUT_URI like
-any run's.
-
-Leases are files in DATA_DIR/leases/, next to the cache they guard: `<digest>.json` with the owner (sweep run
-name), host, pid, a random token and an expiry. Every read-check-write of a lease file happens under an
-exclusive `flock` on DATA_DIR/leases/.mutex (held for milliseconds, never during an evaluation), so taking
-over a stale lease cannot race. A lease is **stale** when its expiry has passed, or at once when its holder
-ran on this host and its pid no longer exists. A holder renews its leases every ttl/3 while it evaluates, so
-only a dead, hung or partitioned sweep lets one lapse. On EFS (NFSv4.1) Linux implements flock with NFS byte-
-range locks, which exclude across pods but not between threads of one process: a process-wide lock covers that.
+any run's. Leases are `evaluator.leases`; what a sweep reports is `evaluator.sweep_results`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
-import os
-import socket
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluator.config import EvalConfig
 from evaluator.driver import RunOutcome, evaluate, load_suite, source_settings
+from evaluator.leases import LEASE_DIR, Heartbeat, Lease, LeaseTable
 from evaluator.outputs import preflight
 from evaluator.outputs.local import atomic_write, check_writable
-from evaluator.report import Report
 from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint, resolve
-from sim.envs import episode_seed
+from evaluator.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
 from sim.suites import Suite
 
 logger = logging.getLogger(__name__)
 
-LEASE_DIR = "leases"
-_PROCESS_MUTEX = threading.Lock()
-"""flock on NFS is per process: threads of one process take this first."""
-
-
-# -- leases -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """The content of one lease file."""
-
-    key: str
-    owner: str
-    host: str
-    pid: int
-    token: str
-    acquired_at: float
-    expires_at: float
-
-    def stale(self, now: float, host: str) -> bool:
-        """Expired, or held by a process of this host that no longer exists."""
-        return now >= self.expires_at or (self.host == host and not _pid_alive(self.pid))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-class LeaseTable:
-    """Leases on keys (checkpoint digests) in one directory, shared by every sweep that uses it."""
-
-    def __init__(
-        self,
-        root: Path,
-        owner: str,
-        ttl_s: float,
-        *,
-        clock: Callable[[], float] = time.time,
-        host: str | None = None,
-        pid: int | None = None,
-    ) -> None:
-        self.root = root
-        self.owner = owner
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._host = host or socket.gethostname()
-        self._pid = pid or os.getpid()
-
-    def try_acquire(self, key: str) -> Lease | None:
-        """The lease on `key`, or None while another holder's lease is not stale."""
-        with self._mutex():
-            current = self.holder(key)
-            now = self._clock()
-            if current is not None and not current.stale(now, self._host):
-                return None
-            if current is not None:
-                logger.warning(
-                    "taking over the stale lease on %s of %s (host %s, pid %d)",
-                    key, current.owner, current.host, current.pid,
-                )  # fmt: skip
-            record = LeaseRecord(key, self.owner, self._host, self._pid, uuid.uuid4().hex, now, now + self.ttl_s)
-            self._write(record)
-        return Lease(self, record)
-
-    def acquire(self, key: str, wait_s: float = 0.0, poll_s: float = 0.5) -> Lease | None:
-        """`try_acquire`, retried every `poll_s` for up to `wait_s` seconds."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            lease = self.try_acquire(key)
-            if lease is not None or time.monotonic() >= deadline:
-                return lease
-            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-
-    def holder(self, key: str) -> LeaseRecord | None:
-        """The lease record on `key` (stale or not); an unreadable file counts as no lease."""
-        path = self._path(key)
-        try:
-            return LeaseRecord(**json.loads(path.read_bytes()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            logger.warning("ignoring damaged lease file %s (%s)", path, exc)
-            return None
-
-    def renew(self, lease: Lease) -> bool:
-        """Push the expiry out by ttl; False when the lease was lost (it lapsed and another sweep took it)."""
-        with self._mutex():
-            current = self.holder(lease.key)
-            if current is None or current.token != lease.token:
-                return False
-            self._write(LeaseRecord(**{**asdict(current), "expires_at": self._clock() + self.ttl_s}))
-        return True
-
-    def release(self, lease: Lease) -> None:
-        """Remove the lease file if it is still ours."""
-        with self._mutex():
-            current = self.holder(lease.key)
-            if current is not None and current.token == lease.token:
-                self._path(lease.key).unlink(missing_ok=True)
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{key.removeprefix('sha256:')}.json"
-
-    def _write(self, record: LeaseRecord) -> None:
-        atomic_write(self._path(record.key), json.dumps(asdict(record)).encode())
-
-    @contextlib.contextmanager
-    def _mutex(self) -> Iterator[None]:
-        with _PROCESS_MUTEX:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / ".mutex", "a+b") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True)
-class Lease:
-    table: LeaseTable
-    record: LeaseRecord
-
-    @property
-    def key(self) -> str:
-        return self.record.key
-
-    @property
-    def token(self) -> str:
-        return self.record.token
-
-    def renew(self) -> bool:
-        return self.table.renew(self)
-
-    def release(self) -> None:
-        self.table.release(self)
-
-
-class _Heartbeat:
-    """Renews `leases` every `interval_s` in a background thread while the `with` block runs."""
-
-    def __init__(self, leases: Sequence[Lease], interval_s: float) -> None:
-        self._leases = list(leases)
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            for lease in self._leases:
-                if not lease.renew():
-                    logger.error("lost the lease on %s (it lapsed and was taken over)", lease.key)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# -- the sweep ----------------------------------------------------------------------------------------------------
-
-
-class CheckpointState(StrEnum):
-    EVALUATED = "evaluated"
-    """This sweep held its lease and played its missing episodes."""
-    CACHED = "cached"
-    """Every episode already in the results cache (reported from it with --include-cached)."""
-    LEASED_ELSEWHERE = "leased_elsewhere"
-    """Another sweep holds its lease: it is being evaluated there."""
-    DUPLICATE = "duplicate"
-    """The same bytes as a checkpoint listed earlier in this sweep."""
-    FAILED = "failed"
-    """It could not be fetched, or its evaluation failed (see `error`)."""
+__all__ = ["CheckpointState", "SweepConfig", "SweepResult", "SweptCheckpoint", "sweep"]
+"""The result models live in `evaluator.sweep_results` and the leases in `evaluator.leases`."""
 
 
 class SweepConfig(BaseModel):
@@ -251,44 +53,6 @@ class SweepConfig(BaseModel):
         if not self.evaluation.use_cache:
             raise ValueError("a sweep needs the results cache (it is how it knows what was evaluated)")
         return self
-
-
-class SweptCheckpoint(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    policy_uri: str
-    name: str
-    version: str
-    digest: str
-    state: CheckpointState
-    missing_episodes: int = Field(description="episodes not in the results cache when the sweep looked")
-    holder: str | None = Field(default=None, description="the lease holder, for leased_elsewhere")
-    error: str | None = None
-
-
-class SweepResult(BaseModel):
-    """What `policy-evaluator sweep` prints: every checkpoint's state and the report of what was evaluated."""
-
-    model_config = ConfigDict(frozen=True)
-
-    run_name: str
-    simulation_suite: str
-    checkpoints: list[SweptCheckpoint]
-    report: Report | None = Field(description="the evaluation run's report; null when nothing was evaluated")
-
-    def count(self, state: CheckpointState) -> int:
-        return sum(1 for c in self.checkpoints if c.state is state)
-
-    @computed_field
-    @property
-    def evaluated(self) -> int:
-        return self.count(CheckpointState.EVALUATED)
-
-    @computed_field
-    @property
-    def failed(self) -> bool:
-        delivery_failed = self.report is not None and self.report.output is not None and bool(self.report.output.error)
-        return delivery_failed or self.count(CheckpointState.FAILED) > 0
 
 
 @dataclass
@@ -316,7 +80,7 @@ def sweep(config: SweepConfig, *, show_progress: bool = False) -> SweepResult:
         _claim_all(found, config, suite, ResultsCache(evaluation.data_dir), table, claims)
         if claims.chosen:
             run = evaluation.model_copy(update={"policy_uris": tuple(claims.chosen)})
-            with _Heartbeat(claims.held, interval_s=config.lease_ttl_s / 3):
+            with Heartbeat(claims.held, interval_s=config.lease_ttl_s / 3):
                 outcome = evaluate(run, show_progress=show_progress, resolved=claims.chosen)
     finally:
         for lease in claims.held:
@@ -383,14 +147,8 @@ def _claim_all(
 
 
 def missing_episodes(cache: ResultsCache, digest: str, suite: Suite, replays: bool) -> int:
-    """Episodes of `suite` the cache lacks for this checkpoint, by the rule `evaluate()` reuses them with."""
-    missing = 0
-    for env in suite.envs:
-        for episode in range(env.episodes):
-            result = cache.get(digest, env, episode_seed(suite.seed, env.name, episode), episode)
-            if result is None or (replays and episode == 0 and result.replay is None):
-                missing += 1
-    return missing
+    """Episodes of `suite` the cache lacks for this checkpoint (`ResultsCache.lookup`'s rule)."""
+    return len(cache.lookup(digest, suite, replays).missing)
 
 
 def _with_errors(rows: list[SweptCheckpoint], outcome: RunOutcome | None) -> list[SweptCheckpoint]:

@@ -94,7 +94,7 @@ def test_removing_a_node_mid_run_loses_nothing(two_node_cluster, tmp_path: Path)
         hosts = {
             actor["Address"]["NodeID"]
             for actor in state.actor_table(None).values()
-            if actor.get("ActorClassName") == "_RayEvalWorker" and actor.get("State") == "ALIVE"
+            if actor.get("ActorClassName") == "RayEvalWorker" and actor.get("State") == "ALIVE"
         }
         victim = next((removable[n] for n in hosts if n in removable), None)
         time.sleep(0.05)

@@ -27,7 +27,7 @@ def eval_worker_pids() -> list[int]:
     return [
         int(actor["Pid"])
         for actor in state.actor_table(None).values()
-        if actor.get("ActorClassName") == "_RayEvalWorker" and actor.get("State") == "ALIVE" and actor.get("Pid")
+        if actor.get("ActorClassName") == "RayEvalWorker" and actor.get("State") == "ALIVE" and actor.get("Pid")
     ]
 
 

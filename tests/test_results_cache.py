@@ -32,9 +32,14 @@ def test_round_trip_and_damaged_entries(tmp_path: Path):
     path = cache.path("sha256:ab12", env, 42)
     path.write_bytes(path.read_bytes()[:-20])  # torn write
     assert cache.get("sha256:ab12", env, 42, episode=3) is None
-    entry = json.loads(json.dumps({"sha256": "0" * 64, "body": json.dumps({"x": 1})}))
-    path.write_text(json.dumps(entry))  # wrong checksum
+    cache.put("sha256:ab12", env, result)
+    entry = json.loads(path.read_text())
+    body = json.loads(entry["body"])
+    body["rewards"] = [5.0]  # a valid entry with its body altered and its checksum left as it was
+    path.write_text(json.dumps({**entry, "body": json.dumps(body)}))
     assert cache.get("sha256:ab12", env, 42, episode=3) is None
+    path.write_text(json.dumps(entry))  # the untouched entry still reads back
+    assert cache.get("sha256:ab12", env, 42, episode=3) == result
 
 
 @pytest.mark.usefixtures("ray_session")

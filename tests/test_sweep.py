@@ -22,18 +22,10 @@ import pytest
 
 import evaluator.sweep
 from evaluator.config import EvalConfig
+from evaluator.leases import LEASE_DIR, Heartbeat, LeaseRecord, LeaseTable
 from evaluator.results_cache import ResultsCache
 from evaluator.sources import resolve
-from evaluator.sweep import (
-    LEASE_DIR,
-    CheckpointState,
-    LeaseRecord,
-    LeaseTable,
-    SweepConfig,
-    SweepResult,
-    _Heartbeat,
-    sweep,
-)
+from evaluator.sweep import CheckpointState, SweepConfig, SweepResult, sweep
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.ray_head import VENV_BIN, RayHead, running_head
 
@@ -164,7 +156,7 @@ def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(tmp_path: Path
     holder = LeaseTable(tmp_path, "busy", ttl_s=0.4, host="pod-a")
     other = LeaseTable(tmp_path, "other", ttl_s=0.4, host="pod-b")
     lease = holder.try_acquire("sha256:k")
-    with _Heartbeat([lease], interval_s=0.1):
+    with Heartbeat([lease], interval_s=0.1):
         deadline = time.monotonic() + 1.2  # three ttls
         while time.monotonic() < deadline:
             assert other.try_acquire("sha256:k") is None
@@ -257,6 +249,8 @@ def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(tmp_path: Path, mo
     all_digests = {c.digest for c in forward.checkpoints}
     assert evaluated_digests(forward).isdisjoint(evaluated_digests(backward))
     assert evaluated_digests(forward) | evaluated_digests(backward) == all_digests
+    states_seen = {row.state for result in (forward, backward) for row in result.checkpoints}
+    assert CheckpointState.LEASED_ELSEWHERE in states_seen, "the two sweeps did not overlap"
     for result in (forward, backward):
         assert not result.failed
         for row in result.checkpoints:  # what one did not evaluate, the other held or had finished

@@ -1,0 +1,103 @@
+"""The scheduler: streams work units to a pool of `EvalWorker` actors and hands back each unit's result once.
+
+Remote calls stay visible here: `.remote`, `ray.put`, `ray.wait`, `ray.get`, `ray.kill`. Results are
+collected in completion order with `ray.wait` in our own loop, not `ray.util.ActorPool`, which hands work
+to dead actors and stalls (ray#50313). Which unit goes where, and what a death or a hang does to the queue,
+is `evaluator.work_queue` (pure, with the failure policy written next to it); this module only applies it
+to actors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import ray
+from ray.exceptions import RayError
+
+from actors.protocol import UnitResult, WorkUnit
+from evaluator.work_queue import WorkQueue
+from sim.errors import first_line
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT_PER_WORKER = 2
+"""Two units queued per actor hide the round trip between units without starving other actors."""
+
+OnResult = Callable[[WorkUnit, UnitResult], None]
+
+
+class Scheduler:
+    """Runs `units` on `count` workers made by `new_worker`; replaces dead and hung workers itself (actors
+    have no Ray restarts, so the in-flight accounting never races an actor coming back)."""
+
+    def __init__(
+        self,
+        new_worker: Callable[[], ray.actor.ActorHandle],
+        count: int,
+        checkpoint_bytes: Mapping[str, bytes],
+        units: Sequence[WorkUnit],
+        max_attempts: int,
+        unit_timeout: float | None = None,
+    ) -> None:
+        self._new_worker = new_worker
+        self._workers = [new_worker() for _ in range(count)]
+        self._refs = {digest: ray.put(data) for digest, data in checkpoint_bytes.items()}
+        self._queue: WorkQueue[ray.ObjectRef] = WorkQueue(
+            units, count, max_attempts=max_attempts, unit_timeout=unit_timeout, max_in_flight=MAX_IN_FLIGHT_PER_WORKER
+        )
+        self._unit_timeout = unit_timeout
+        self.replaced = 0
+
+    @property
+    def workers(self) -> list[ray.actor.ActorHandle]:
+        return list(self._workers)
+
+    def run(self, on_result: OnResult) -> None:
+        """Call `on_result(unit, result)` once per unit, in completion order."""
+        while self._queue.busy():
+            self._fill()
+            owner = self._queue.owners()
+            ready, _ = ray.wait(list(owner), num_returns=1, timeout=self._queue.wait_timeout())
+            for ref in ready:
+                worker = owner[ref]
+                unit = self._queue.finished(worker, ref)
+                result = self._collect(ref, unit, worker)
+                if result is not None:
+                    self._report(unit, result, on_result)
+            for worker, unit in self._queue.expired():
+                error = f"timed out after {self._unit_timeout:g} s (--unit-timeout); its worker was replaced"
+                logger.warning("unit %d %s", unit.unit_id, error)
+                self._restart(worker)
+                self._report(unit, UnitResult(unit_id=unit.unit_id, worker=str(worker), error=error), on_result)
+
+    def _fill(self) -> None:
+        for worker, actor in enumerate(self._workers):
+            while (unit := self._queue.next_for(worker)) is not None:
+                ref = actor.run.remote(unit, self._refs[unit.checkpoint_digest])
+                self._queue.dispatched(worker, ref, unit)
+
+    def _collect(self, ref: ray.ObjectRef, unit: WorkUnit, worker: int) -> UnitResult | None:
+        """The unit's result, or None when it was re-queued after its worker died."""
+        try:
+            return ray.get(ref)
+        except RayError as exc:
+            attempts = self._queue.worker_lost(worker, unit)
+            reason = first_line(exc)
+            logger.warning("unit %d failed on worker %d (attempt %d: %s)", unit.unit_id, worker, attempts, reason)
+            self._restart(worker)
+            if not self._queue.exhausted(attempts):
+                return None
+            return UnitResult(unit_id=unit.unit_id, worker=str(worker), error=f"failed {attempts} times: {reason}")
+
+    def _restart(self, worker: int) -> None:
+        """Kill the actor (if still alive) and start a fresh one in its place."""
+        ray.kill(self._workers[worker], no_restart=True)
+        self._workers[worker] = self._new_worker()
+        self.replaced += 1
+
+    def _report(self, unit: WorkUnit, result: UnitResult, on_result: OnResult) -> None:
+        on_result(unit, result)
+        if result.error:
+            for other in self._queue.drop_checkpoint(unit.checkpoint_digest):
+                on_result(other, UnitResult(unit_id=other.unit_id, worker=result.worker, error=result.error))
