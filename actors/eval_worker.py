@@ -1,7 +1,9 @@
 """`EvalWorker`: owns a device and an LRU cache of loaded policies; runs work units with `sim.runner`.
 
-A plain class: the driver makes it a Ray actor with `ray.remote(EvalWorker).options(num_cpus=...,
-num_gpus=...)`, so resources are chosen where work is launched, and tests can call it directly.
+A plain class, so tests call it directly. `evaluator.ray_cluster` makes the actor: its subclass
+`RayEvalWorker` asks Ray inside the actor process for the GPU ids and node it got, and
+`ray.remote(RayEvalWorker).options(num_cpus=..., num_gpus=..., max_restarts=0)` chooses the resources where
+the work is launched.
 """
 
 from __future__ import annotations
