@@ -1,20 +1,26 @@
-"""`policy-evaluator`: thin typer commands over `evaluator.driver`.
+"""`policy-evaluator`: thin typer commands over the evaluator.
 
-Options are `Annotated[..., typer.Option(envvar=...)]` with the seed's environment variables, validated
-once into an `EvalConfig`. Exceptions map to exit codes only here: 0 every checkpoint evaluated, 1 the
-evaluation failed (report with per-checkpoint errors, or the error JSON), 2 bad usage. stdout carries the
-JSON and nothing else; logs and progress go to stderr.
+Options are `Annotated[..., typer.Option(envvar=...)]` with the seed's environment variables, declared once
+in `evaluator.cli_options` and validated once into an `EvalConfig`. Exceptions map to exit codes only here,
+in `command`, for every command (`sim.errors.ExitCode`): 0 every checkpoint evaluated, 1 the evaluation
+failed (report with per-checkpoint errors, or the error JSON), 2 bad usage, 3 a service the run needs could
+not be reached (W&B, S3, Ray; the error JSON says `"retryable": true`). stdout carries the JSON and nothing
+else; logs and progress go to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,53 +29,92 @@ from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors clic
 from typer.core import TyperGroup
 
 from evaluator.cli_options import (
-    MARKER_END,
-    MARKER_START,
-    DataDir,
-    DeviceOption,
-    Episodes,
+    Checkpoints,
+    IncludeCached,
+    JobDataDir,
+    JobDevice,
+    JobEntrypoint,
+    JobEpisodes,
+    JobNumWorkers,
+    JobOutputUri,
+    JobSuite,
+    JobUnitTimeout,
+    JobWandbEntity,
+    JobWandbProject,
+    LeaseTtl,
     Markers,
-    NumWorkers,
-    OutputUri,
-    RayAddress,
-    Replays,
-    RunName,
+    OptionalPolicyUris,
+    PoliciesFile,
+    PolicyUris,
+    PolicyUriTemplate,
+    RayAuthToken,
+    ServiceHost,
+    ServicePort,
+    ServiceRayAddress,
+    ServiceWandbApiKey,
     ShowProgress,
-    Suite,
-    UnitTimeout,
-    WandbApiKey,
-    WandbEntity,
-    WandbProject,
+    SweepCheckpoints,
+    SweepPolicyUris,
+    WaitForLeases,
+    WebhookSecret,
+    with_evaluation_options,
+    with_signature,
 )
-from evaluator.config import Device, EvalConfig
-from evaluator.driver import evaluate
-from evaluator.report import ErrorReport, Report, report_schema
+from evaluator.config import EvalConfig
+from evaluator.markers import MARKER_END, MARKER_START, wrap
+from evaluator.report import ErrorReport, Report
 from evaluator.secrets import SECRET_VARIABLES, Redactor
-from evaluator.summary import summary_tables
-from sim.errors import EvaluatorError, UsageError
-from sim.suites import SUITES, get_suite
+from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, first_line, validation_line
+
+__all__ = ["MARKER_END", "MARKER_START", "app", "main"]
+
+SECRET_OPTIONS = ("wandb_api_key", "webhook_secret", "ray_auth_token")
+"""Options whose values are masked in everything printed, besides the SECRET_VARIABLES of the environment."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """stdout (the JSON, between the markers when asked) and the `error:` line on stderr, both redacted."""
+
+    markers: bool
+    redact: Redactor
+
+    def emit(self, document: str) -> None:
+        document = self.redact(document)
+        typer.echo(wrap(document) if self.markers else document)
+
+    def error(self, message: str, code: int, policy_uri: str | None = None, trace: str | None = None) -> None:
+        """One line on stderr, the error JSON on stdout (`retryable` for an outage)."""
+        typer.echo(self.redact(f"error: {message}"), err=True)
+        document = ErrorReport(error=message, traceback=trace, policy_uri=policy_uri).model_dump(mode="json")
+        self.emit(json.dumps(document | {"retryable": code == ExitCode.OUTAGE}, indent=2))
+
+    def failures(self, failures: list[str]) -> None:
+        """The report is out; name what failed on stderr and exit 1."""
+        typer.echo(self.redact(f"error: {len(failures)} failure(s): " + "; ".join(failures)), err=True)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 class _Commands(TyperGroup):
     """Usage errors found while parsing (an unknown flag, `--device gpu`, a non-number in an env var) in the
-    product's own format: one line on stderr, the error JSON on stdout, exit 2."""
+    product's own format: one line on stderr, the error JSON on stdout, the command's usage exit code."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except NoArgsIsHelpError as exc:
             typer.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
-            code = EXIT_USAGE
+            code = ExitCode.USAGE
         except typer.TyperException as exc:  # typer's vendored click: ClickException and its usage errors
-            message = " ".join(exc.format_message().split())
-            typer.echo(f"error: {message}", err=True)
-            typer.echo(ErrorReport(error=message).model_dump_json(indent=2))
-            code = EXIT_USAGE
+            callback = exc.ctx.command.callback if getattr(exc, "ctx", None) and exc.ctx.command else None
+            code = getattr(callback, "usage_exit", ExitCode.USAGE)
+            output = Output(markers=getattr(callback, "always_markers", False), redact=_redactor({}))
+            output.error(" ".join(exc.format_message().split()), code)
         except typer.Abort:
-            code = EXIT_FAILED
+            code = ExitCode.FAILED
         if not standalone_mode:
             return code
-        sys.exit(code or 0)
+        sys.exit(int(code or 0))
 
 
 app = typer.Typer(
@@ -82,143 +127,139 @@ app = typer.Typer(
     add_completion=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_redact = Redactor(())
+
+def command(
+    *, evaluation: bool = False, usage_exit: ExitCode = ExitCode.USAGE, always_markers: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command. The one place exceptions become exit codes: bad usage `usage_exit`, an outage 3,
+    anything else 1 (with the traceback in the error JSON). With `evaluation`, the command is offered every
+    evaluation option (`cli_options.with_evaluation_options`). A command that takes `out` gets the
+    invocation's `Output` (markers from `--markers`, or always)."""
+
+    def register(function: Callable[..., Any]) -> Callable[..., Any]:
+        offered = with_evaluation_options(function) if evaluation else function
+        parameters = [p for p in inspect.signature(offered, eval_str=True).parameters.values() if p.name != "out"]
+        wants_out = "out" in inspect.signature(offered).parameters
+
+        def invoke(**values: Any) -> None:
+            out = Output(markers=always_markers or values.get("markers", False), redact=_redactor(values))
+            _setup_logging(out.redact)
+            try:
+                offered(**values, **({"out": out} if wants_out else {}))
+            except (typer.Exit, typer.Abort):
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure gets a code and the error JSON
+                code, message, trace = _classify(exc, usage_exit)
+                out.error(message, code, _first_policy(values.get("policy_uri")), trace)
+                raise typer.Exit(code) from None
+
+        invoke.__name__, invoke.__doc__ = function.__name__, function.__doc__
+        invoke.usage_exit, invoke.always_markers = usage_exit, always_markers  # type: ignore[attr-defined]
+        return app.command()(with_signature(invoke, parameters))
+
+    return register
 
 
-@app.command()
-def run(
-    policy_uri: Annotated[
-        list[str],
-        typer.Option(
-            "--policy-uri",
-            "-p",
-            envvar="POLICY_URI",
-            help="Policy to evaluate (repeat, or comma-separate): a path or file:// URI to a checkpoint file or "
-            "directory of checkpoints, s3://bucket/key or s3://bucket/prefix/, wandb://entity/project/name:version, "
-            "wandb://run/<name>, or builtin://<name> (random, noop, navigator, ...).",
-        ),
-    ],
-    checkpoints: Annotated[
-        str,
-        typer.Option(envvar="CHECKPOINTS", help="Which checkpoints: latest, all, last:N, every:K or versions v3,v7."),
-    ] = "latest",
-    suite: Suite = "navigation",
-    device: DeviceOption = Device.CPU,
-    data_dir: DataDir = Path("data"),
-    run_name: RunName = "",
-    output_uri: OutputUri = None,
-    episodes: Episodes = None,
-    seed: Annotated[int | None, typer.Option(help="Override the suite's seed.")] = None,
-    env: Annotated[str | None, typer.Option(help="Only environments matching this glob, e.g. 'maze*'.")] = None,
-    num_workers: NumWorkers = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")] = 1.0,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")] = 1.0,
-    shard_size: Annotated[int, typer.Option(help="Episodes per work unit (at most; split evenly).")] = 32,
-    cache_size: Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")] = 4,
-    replays: Replays = True,
-    unit_timeout: UnitTimeout = None,
-    max_attempts: Annotated[
-        int, typer.Option(help="Tries per work unit (worker deaths) before its checkpoint fails.")
-    ] = 3,
-    trust_remote_code: Annotated[
-        bool,
-        typer.Option(help="Run code shipped inside mettagrid submission archives. Only for archives you trust."),
-    ] = False,
-    use_cache: Annotated[
-        bool, typer.Option("--cache/--no-cache", help="Reuse episode results cached in DATA_DIR.")
-    ] = True,
-    ray_address: RayAddress = None,
-    wandb_entity: WandbEntity = "metta-ai",
-    wandb_project: WandbProject = "metta-research",
-    wandb_api_key: WandbApiKey = None,
-    markers: Markers = False,
-    progress: ShowProgress = True,
-) -> None:
-    """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout."""
-    options = {name: value for name, value in locals().items() if name not in ("markers", "progress")}
-    options["policy_uris"] = tuple(options.pop("policy_uri"))
-    _execute(options, markers=markers, progress=progress, usage_exit=EXIT_USAGE)
-
-
-@app.command()
-def entrypoint() -> None:
-    """The container's command: configuration from environment variables only (POLICY_URI required, and
-    the variables `run` reads, see .env.example); the JSON between markers; every failure exits 1."""
-    options: dict[str, object] = {"policy_uris": os.environ.get("POLICY_URI", "")}
-    for field, variable in ENTRYPOINT_VARIABLES.items():
-        if os.environ.get(variable):
-            options[field] = os.environ[variable]
-    _execute(options, markers=True, progress=False, usage_exit=EXIT_FAILED)
-
-
-ENTRYPOINT_VARIABLES = {
-    "suite": "SIMULATION_SUITE",
-    "device": "DEVICE",
-    "data_dir": "DATA_DIR",
-    "run_name": "RUN_NAME",
-    "output_uri": "OUTPUT_URI",
-    "checkpoints": "CHECKPOINTS",
-    "episodes": "EPISODES",
-    "num_workers": "NUM_WORKERS",
-    "unit_timeout": "UNIT_TIMEOUT",
-    "ray_address": "RAY_ADDRESS",
-    "wandb_entity": "WANDB_ENTITY",
-    "wandb_project": "WANDB_PROJECT",
-    "wandb_api_key": "WANDB_API_KEY",
-}
-"""EvalConfig field -> environment variable: the seed's list plus CHECKPOINTS, EPISODES, NUM_WORKERS,
-UNIT_TIMEOUT and RAY_ADDRESS (the same variables `run` reads)."""
-
-
-def _execute(options: dict[str, object], *, markers: bool, progress: bool, usage_exit: int) -> None:
-    """Validate, evaluate, print; map exceptions to exit codes (the only place that does)."""
-    global _redact
-    _redact = Redactor([os.environ.get(name) for name in SECRET_VARIABLES] + [options.get("wandb_api_key")])
-    _setup_logging()
-    _redact.install()
-    uris = options.get("policy_uris") or ()
-    first_uri = (uris.split(",")[0] if isinstance(uris, str) else next(iter(uris), None)) or None
-    try:
-        config = EvalConfig.model_validate(options)
-        outcome = evaluate(config, show_progress=progress)
-    except ValidationError as exc:
-        _fail(_validation_message(exc), usage_exit, first_uri, markers=markers)
-    except UsageError as exc:
-        _fail(str(exc), usage_exit, first_uri, markers=markers)
-    except EvaluatorError as exc:
-        _fail(str(exc), EXIT_FAILED, first_uri, traceback.format_exc(), markers=markers)
-    except Exception as exc:  # the whole run failed: the error JSON still goes out, with the traceback
-        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, first_uri, traceback.format_exc(), markers=markers)
-    _emit(outcome.report.model_dump_json(indent=2), markers)
-    logging.getLogger(__name__).info("wrote %s", outcome.run_dir)
-    if outcome.failed:
-        failures = [
-            f"{c.name} ({c.version}): {c.error}" for p in outcome.report.policies for c in p.checkpoints if c.error
-        ]
-        if outcome.report.output and outcome.report.output.error:
-            failures.append(outcome.report.output.error)
-        typer.echo(_redact(f"error: {len(failures)} failure(s): " + "; ".join(failures)), err=True)
-        raise typer.Exit(EXIT_FAILED)
+def _classify(exc: Exception, usage_exit: ExitCode) -> tuple[ExitCode, str, str | None]:
+    """(exit code, the one-line message, the traceback or None) of a command's exception."""
+    if isinstance(exc, ValidationError):
+        return usage_exit, _validation_message(exc), None
+    if isinstance(exc, UsageError):
+        return usage_exit, str(exc), None
+    trace = traceback.format_exc()
+    if isinstance(exc, ServiceUnavailable):
+        return ExitCode.OUTAGE, str(exc), trace
+    if isinstance(exc, EvaluatorError):
+        return ExitCode.FAILED, str(exc), trace
+    return ExitCode.FAILED, f"{type(exc).__name__}: {exc}", trace  # a bug: the whole message, and the trace
 
 
 def _validation_message(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    if where == "policy_uris" and error["type"] == "too_short":
+    if error["loc"] == ("policy_uris",) and error["type"] == "too_short":
         return "no policy given: pass --policy-uri or set POLICY_URI"
-    return f"invalid {where}: {error['msg'].removeprefix('Value error, ')}"
+    return f"invalid {validation_line(exc)}" if error["loc"] else validation_line(exc)  # a model rule says what
 
 
-@app.command()
+def _first_policy(policy_uri: Iterable[str] | None) -> str | None:
+    """The first policy URI given, for the error JSON."""
+    return next((part.strip() for item in policy_uri or () for part in item.split(",") if part.strip()), None)
+
+
+def _redactor(values: dict[str, Any]) -> Redactor:
+    secrets = [os.environ.get(name) for name in SECRET_VARIABLES] + [values.get(name) for name in SECRET_OPTIONS]
+    return Redactor(secrets)
+
+
+def _setup_logging(redact: Redactor) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install()
+
+
+def main() -> None:
+    app()
+
+
+# -- evaluate ---------------------------------------------------------------------------------------------------
+
+
+@command(evaluation=True)
+def run(
+    out: Output,
+    evaluation: dict[str, Any],
+    policy_uri: PolicyUris,
+    checkpoints: Checkpoints = "latest",
+    markers: Markers = False,
+    progress: ShowProgress = True,
+) -> None:
+    """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout."""
+    _evaluate(out, evaluation, policy_uri, checkpoints, progress)
+
+
+@command(evaluation=True, usage_exit=ExitCode.FAILED, always_markers=True)
+def entrypoint(
+    out: Output, evaluation: dict[str, Any], policy_uri: OptionalPolicyUris = None, checkpoints: Checkpoints = "latest"
+) -> None:
+    """The container's command: configured by environment variables (POLICY_URI required, and the variables
+    `run` reads, see .env.example); the JSON between markers; bad input exits 1 (the seed's contract), an
+    outage 3."""
+    _evaluate(out, evaluation, policy_uri or [], checkpoints, progress=False)
+
+
+def _evaluate(out: Output, evaluation: dict[str, Any], policy_uri: list[str], checkpoints: str, progress: bool) -> None:
+    from evaluator.driver import evaluate
+    from evaluator.progress_bar import EpisodeProgressBar
+
+    config = EvalConfig.model_validate({**evaluation, "policy_uris": tuple(policy_uri), "checkpoints": checkpoints})
+    with EpisodeProgressBar() if progress else contextlib.nullcontext() as bar:
+        outcome = evaluate(config, on_progress=bar)
+    out.emit(outcome.report.model_dump_json(indent=2))
+    logging.getLogger(__name__).info("wrote %s", outcome.run_dir)
+    if outcome.failed:
+        out.failures(report_failures(outcome.report))
+
+
+def report_failures(report: Report | None) -> list[str]:
+    """`name (version): error` of each failed checkpoint, and a failed delivery."""
+    if report is None:
+        return []
+    failures = [f"{c.name} ({c.version}): {c.error}" for p in report.policies for c in p.checkpoints if c.error]
+    if report.output and report.output.error:
+        failures.append(report.output.error)
+    return failures
+
+
+# -- look ----------------------------------------------------------------------------------------------------------
+
+
+@command()
 def suites(
     name: Annotated[str | None, typer.Argument(help="Show only this suite (name or file).")] = None,
 ) -> None:
     """List suites and their environments."""
-    try:
-        selected = [get_suite(name)] if name else [SUITES[key]() for key in sorted(SUITES)]
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE, None)
+    from sim.suites import SUITES, get_suite
+
+    selected = [get_suite(name)] if name else [SUITES[key]() for key in sorted(SUITES)]
     for suite in selected:
         typer.echo(f"{suite.name} (seed {suite.seed}): {suite.description}")
         for env in suite.envs:
@@ -233,15 +274,17 @@ def suites(
             )
 
 
-@app.command()
+@command()
 def summary(
     report_path: Annotated[Path, typer.Argument(help="A report.json written by `run`.")],
 ) -> None:
     """Print a report's scores as tables: one row per checkpoint, then environments x checkpoints."""
+    from evaluator.summary import summary_tables
+
     try:
         report = Report.model_validate_json(report_path.read_text())
     except (OSError, ValidationError) as exc:
-        _fail(f"cannot read report {report_path}: {str(exc).splitlines()[0]}", EXIT_USAGE, None)
+        raise UsageError(f"cannot read report {report_path}: {first_line(exc)}") from None
     console = Console()
     if not console.is_terminal:  # piped or in `make demo`: don't squeeze the tables into 80 columns
         console = Console(width=160)
@@ -249,206 +292,84 @@ def summary(
         console.print(table)
 
 
-@app.command()
+@command()
 def schema() -> None:
     """Print the JSON Schema of the report."""
+    from evaluator.report import report_schema
+
     typer.echo(json.dumps(report_schema(), indent=2))
 
 
-def _fail(
-    message: str, code: int, policy_uri: str | None, trace: str | None = None, *, markers: bool = False
-) -> NoReturn:
-    """One line on stderr, the error JSON on stdout, then exit with `code`."""
-    typer.echo(_redact(f"error: {message}"), err=True)
-    _emit(ErrorReport(error=message, traceback=trace, policy_uri=policy_uri).model_dump_json(indent=2), markers)
-    raise typer.Exit(code)
+# -- sweep and serve -------------------------------------------------------------------------------------------------
 
 
-def _emit(document: str, markers: bool) -> None:
-    document = _redact(document)
-    typer.echo(f"{MARKER_START}\n{document}\n{MARKER_END}" if markers else document)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def main() -> None:
-    app()
-
-
-# -- sweep and serve (issue 7) ----------------------------------------------------------------------------------
-
-
-@app.command()
+@command(evaluation=True)
 def sweep(
-    policy_uri: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--policy-uri",
-            "-p",
-            envvar="POLICY_URI",
-            help="Policy whose checkpoints to sweep (repeat, or comma-separate); same URIs as `run`.",
-        ),
-    ] = None,
-    policies_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="SWEEP_POLICIES_FILE", help="A file of policy URIs, one per line ('#' comments), added to -p."
-        ),
-    ] = None,
-    checkpoints: Annotated[
-        str,
-        typer.Option(envvar="SWEEP_CHECKPOINTS", help="Which checkpoints of each policy to consider (as `run`)."),
-    ] = "all",
-    suite: Suite = "navigation",
-    device: DeviceOption = Device.CPU,
-    data_dir: DataDir = Path("data"),
-    run_name: RunName = "",
-    output_uri: OutputUri = None,
-    episodes: Episodes = None,
-    num_workers: NumWorkers = None,
-    unit_timeout: UnitTimeout = None,
-    replays: Replays = True,
-    ray_address: RayAddress = None,
-    wandb_entity: WandbEntity = "metta-ai",
-    wandb_project: WandbProject = "metta-research",
-    wandb_api_key: WandbApiKey = None,
-    lease_ttl: Annotated[
-        float,
-        typer.Option(
-            envvar="SWEEP_LEASE_TTL", help="Seconds after which an unrenewed lease is stale (renewed every third)."
-        ),
-    ] = 900.0,
-    wait_for_leases: Annotated[
-        float,
-        typer.Option(
-            envvar="SWEEP_WAIT_FOR_LEASES", help="Seconds to wait for checkpoints another sweep is evaluating."
-        ),
-    ] = 0.0,
-    include_cached: Annotated[
-        bool,
-        typer.Option(help="Also report checkpoints already in the results cache (from the cache, nothing replayed)."),
-    ] = False,
+    out: Output,
+    evaluation: dict[str, Any],
+    policy_uri: SweepPolicyUris = None,
+    policies_file: PoliciesFile = None,
+    checkpoints: SweepCheckpoints = "all",
+    lease_ttl: LeaseTtl = 900.0,
+    wait_for_leases: WaitForLeases = 0.0,
+    include_cached: IncludeCached = False,
     markers: Markers = False,
     progress: ShowProgress = True,
 ) -> None:
     """Evaluate only the checkpoints not yet in the results cache, each once even when sweeps overlap
     (leases in DATA_DIR/leases); print every checkpoint's state and the report of what was evaluated."""
+    from datetime import UTC, datetime
+
     from evaluator.sweep import SweepConfig, read_policy_list
     from evaluator.sweep import sweep as run_sweep
 
-    global _redact
-    _redact = Redactor([os.environ.get(name) for name in SECRET_VARIABLES] + [wandb_api_key])
-    _setup_logging()
-    _redact.install()
     uris = [u.strip() for item in policy_uri or [] for u in item.split(",") if u.strip()]
-    try:
-        if policies_file is not None:
-            try:
-                uris += read_policy_list(policies_file)
-            except OSError as exc:
-                raise UsageError(f"cannot read the policies file {policies_file}: {exc.strerror or exc}") from None
-        if not uris:
-            raise UsageError("no policy given: pass --policy-uri / POLICY_URI or --policies-file / SWEEP_POLICIES_FILE")
-        evaluation = EvalConfig.model_validate(
-            {
-                "policy_uris": tuple(uris),
-                "checkpoints": checkpoints,
-                "suite": suite,
-                "device": device,
-                "data_dir": data_dir,
-                "run_name": run_name or default_sweep_name(),
-                "output_uri": output_uri,
-                "episodes": episodes,
-                "num_workers": num_workers,
-                "unit_timeout": unit_timeout,
-                "replays": replays,
-                "ray_address": ray_address,
-                "wandb_entity": wandb_entity,
-                "wandb_project": wandb_project,
-                "wandb_api_key": wandb_api_key,
-            }
-        )
-        config = SweepConfig(
-            evaluation=evaluation,
-            lease_ttl_s=lease_ttl,
-            wait_for_leases_s=wait_for_leases,
-            include_cached=include_cached,
-        )
-        result = run_sweep(config, show_progress=progress)
-    except ValidationError as exc:
-        _fail(_validation_message(exc), EXIT_USAGE, uris[0] if uris else None, markers=markers)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE, uris[0] if uris else None, markers=markers)
-    except Exception as exc:  # the whole sweep failed: the error JSON still goes out, with the traceback
-        first = uris[0] if uris else None
-        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, first, traceback.format_exc(), markers=markers)
-    _emit(result.model_dump_json(indent=2), markers)
+    if policies_file is not None:
+        try:
+            uris += read_policy_list(policies_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read the policies file {policies_file}: {exc.strerror or exc}") from None
+    if not uris:
+        raise UsageError("no policy given: pass --policy-uri / POLICY_URI or --policies-file / SWEEP_POLICIES_FILE")
+    run_name = evaluation["run_name"] or f"sweep_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    config = SweepConfig(
+        evaluation=EvalConfig.model_validate(
+            {**evaluation, "policy_uris": tuple(uris), "checkpoints": checkpoints, "run_name": run_name}
+        ),
+        lease_ttl_s=lease_ttl,
+        wait_for_leases_s=wait_for_leases,
+        include_cached=include_cached,
+    )
+    from evaluator.progress_bar import EpisodeProgressBar
+
+    with EpisodeProgressBar() if progress else contextlib.nullcontext() as bar:
+        result = run_sweep(config, on_progress=bar)
+    out.emit(result.model_dump_json(indent=2))
     if result.failed:
         failures = [f"{c.name} ({c.version}): {c.error}" for c in result.checkpoints if c.error]
-        if result.report and result.report.output and result.report.output.error:
-            failures.append(result.report.output.error)
-        typer.echo(_redact(f"error: {len(failures)} failure(s): " + "; ".join(failures)), err=True)
-        raise typer.Exit(EXIT_FAILED)
+        report = result.report
+        out.failures(failures + ([report.output.error] if report and report.output and report.output.error else []))
 
 
-def default_sweep_name() -> str:
-    from datetime import UTC, datetime
-
-    return f"sweep_{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-
-
-@app.command()
+@command()
 def serve(
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            envvar="RAY_ADDRESS",
-            help="The Ray cluster's dashboard (job API), e.g. http://policy-evaluator-head-svc:8265.",
-        ),
-    ] = None,
-    webhook_secret: Annotated[
-        str | None,
-        typer.Option(
-            envvar="WEBHOOK_SECRET",
-            show_default=False,
-            help="Shared with W&B: the webhook's access token and/or signing secret (16+ characters).",
-        ),
-    ] = None,
-    ray_auth_token: Annotated[
-        str | None,
-        typer.Option(envvar="RAY_AUTH_TOKEN", show_default=False, help="Ray's auth token for the job API."),
-    ] = None,
-    wandb_api_key: Annotated[
-        str | None,
-        typer.Option(envvar="WANDB_API_KEY", show_default=False, help="To pin deliveries naming an alias."),
-    ] = None,
-    host: Annotated[str, typer.Option(envvar="SERVICE_HOST", help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(envvar="SERVICE_PORT", help="Port to listen on.")] = 8080,
-    job_entrypoint: Annotated[
-        str | None,
-        typer.Option(envvar="JOB_ENTRYPOINT", help="The command of each job (default: a lease-aware sweep)."),
-    ] = None,
-    policy_uri_template: Annotated[
-        str | None,
-        typer.Option(
-            envvar="POLICY_URI_TEMPLATE",
-            help="POLICY_URI of each job from {entity} {project} {name} {version} (default: wandb://...).",
-        ),
-    ] = None,
-    suite: Annotated[str | None, typer.Option(envvar="SIMULATION_SUITE", help="Jobs' suite.")] = None,
-    device: Annotated[Device | None, typer.Option(envvar="DEVICE", help="Jobs' device.")] = None,
-    data_dir: Annotated[str | None, typer.Option(envvar="DATA_DIR", help="Jobs' DATA_DIR (on the head).")] = None,
-    output_uri: Annotated[
-        str | None,
-        typer.Option(envvar="OUTPUT_URI", help="Jobs deliver there; GET /jobs/{id} reads reports back from it."),
-    ] = None,
-    episodes: Annotated[int | None, typer.Option(envvar="EPISODES", help="Jobs' episodes per env.")] = None,
-    num_workers: Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Jobs' Ray actors.")] = None,
-    unit_timeout: Annotated[float | None, typer.Option(envvar="UNIT_TIMEOUT", help="Jobs' unit timeout.")] = None,
-    wandb_entity: Annotated[str | None, typer.Option(envvar="WANDB_ENTITY", help="Jobs' W&B entity.")] = None,
-    wandb_project: Annotated[str | None, typer.Option(envvar="WANDB_PROJECT", help="Jobs' W&B project.")] = None,
+    ray_address: ServiceRayAddress = None,
+    webhook_secret: WebhookSecret = None,
+    ray_auth_token: RayAuthToken = None,
+    wandb_api_key: ServiceWandbApiKey = None,
+    host: ServiceHost = "0.0.0.0",
+    port: ServicePort = 8080,
+    job_entrypoint: JobEntrypoint = None,
+    policy_uri_template: PolicyUriTemplate = None,
+    suite: JobSuite = None,
+    device: JobDevice = None,
+    data_dir: JobDataDir = None,
+    output_uri: JobOutputUri = None,
+    episodes: JobEpisodes = None,
+    num_workers: JobNumWorkers = None,
+    unit_timeout: JobUnitTimeout = None,
+    wandb_entity: JobWandbEntity = None,
+    wandb_project: JobWandbProject = None,
 ) -> None:
     """The webhook service: W&B Automations deliveries -> one evaluation job per artifact version on the Ray
     cluster. Job options given here (or in their variables) go into every job's runtime_env; unset ones come
@@ -456,10 +377,6 @@ def serve(
     from evaluator.service import ServiceSettings
     from evaluator.service import serve as run_service
 
-    global _redact
-    _redact = Redactor([webhook_secret, ray_auth_token, wandb_api_key])
-    _setup_logging()
-    _redact.install()
     forwarded = {
         "SIMULATION_SUITE": suite,
         "DEVICE": device.value if device else None,
@@ -483,12 +400,6 @@ def serve(
         "job_entrypoint": job_entrypoint,
         "policy_uri_template": policy_uri_template,
     }
-    try:
-        if not ray_address or not webhook_secret:
-            raise UsageError("serve needs RAY_ADDRESS (the dashboard URL) and WEBHOOK_SECRET")
-        settings = ServiceSettings.model_validate({k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        _fail(_validation_message(exc), EXIT_USAGE, None)
-    except UsageError as exc:
-        _fail(str(exc), EXIT_USAGE, None)
-    run_service(settings)
+    if not ray_address or not webhook_secret:
+        raise UsageError("serve needs RAY_ADDRESS (the dashboard URL) and WEBHOOK_SECRET")
+    run_service(ServiceSettings.model_validate({k: v for k, v in options.items() if v is not None}))

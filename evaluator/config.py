@@ -25,7 +25,10 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy_uris: tuple[str, ...] = Field(min_length=1)
-    """Policies to evaluate: file:// or plain paths (file or directory of checkpoints), builtin://<name>."""
+    """Policies to evaluate (evaluator.sources): a plain path or file:// URI (a checkpoint file, a policy
+    directory, or a directory of checkpoints), s3://bucket/key or s3://bucket/prefix/, wandb://entity/project/
+    [model/]name[:version] or wandb://run/name[:version], builtin://<name>. A URI naming a version (W&B's
+    `:v3` or alias, Metta's `run:v30`) takes `checkpoints` `latest` only."""
     suite: str = "navigation"
     """Registered suite name, or a path to a suite YAML/JSON file."""
     device: Device = Device.CPU
@@ -34,7 +37,8 @@ class EvalConfig(BaseModel):
     run_name: str = ""
     """Defaults to `eval_<first policy>_<UTC timestamp>`."""
     output_uri: str | None = None
-    """Extra copy of the run's outputs: a path or file:// URI."""
+    """Also deliver the run's outputs there (evaluator.outputs): a path or file:// URI, s3://bucket/prefix,
+    or wandb://entity/project[/run_id]."""
     episodes: int | None = Field(default=None, ge=1, le=100_000)
     """Episodes per environment (default: each environment's own count)."""
     seed: int | None = None

@@ -21,8 +21,8 @@ import ray
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig
-from evaluator.outputs import OutputError, deliver, preflight, with_delivered_replay_urls
-from evaluator.outputs.local import check_writable, write_episodes, write_report
+from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
+from evaluator.outputs.local import write_episodes, write_report
 from evaluator.plan import make_plan
 from evaluator.ray_cluster import connect, worker_count, worker_factory, worker_stats
 from evaluator.report import OutputStatus, Report
@@ -51,24 +51,16 @@ def evaluate(
     *,
     on_progress: ProgressCallback | None = None,
     resolved: Mapping[str, Sequence[Checkpoint]] | None = None,
-    show_progress: bool = False,
 ) -> RunOutcome:
     """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input.
 
     `resolved` gives the checkpoints of each policy URI already resolved (`evaluator.sweep` passes the ones it
     holds leases for); by default each URI is resolved here with `config.checkpoints`. `on_progress(done,
     total)` is called with episodes played so far (the CLI draws its bar from it)."""
-    if show_progress and on_progress is None:  # callers not yet passing their own bar
-        from evaluator.progress_bar import EpisodeProgressBar
-
-        with EpisodeProgressBar() as bar:
-            return evaluate(config, on_progress=bar, resolved=resolved)
     started = time.perf_counter()
     suite = load_suite(config)
-    check_writable(config.data_dir)
     settings = source_settings(config)
-    if config.output_uri:
-        preflight(config.output_uri, settings)
+    preflight_run(config, settings)
     entries = [
         Entry(uri, checkpoint)
         for uri in config.policy_uris

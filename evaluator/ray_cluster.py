@@ -16,7 +16,7 @@ from ray.exceptions import RayError
 from actors.eval_worker import EvalWorker
 from actors.protocol import WorkerStats
 from evaluator.config import Device, EvalConfig
-from sim.errors import UsageError, first_line
+from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def connect(config: EvalConfig) -> tuple[float, bool]:
         else:
             # address="local": always a fresh instance, never a cluster someone `ray start`ed on this machine.
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
-    except (ConnectionError, RayError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, TimeoutError) as exc:  # the cluster went away or did not answer: an outage
+        where = config.ray_address or "a local Ray instance"
+        raise ServiceUnavailable(f"cannot connect to {where}: {first_line(exc)}; retry when it is up") from None
+    except (RayError, RuntimeError, ValueError) as exc:
         where = config.ray_address or "a local Ray instance"
         raise UsageError(f"cannot connect to {where}: {first_line(exc)}; check --ray-address") from None
     return time.perf_counter() - started, True
@@ -58,8 +61,9 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise UsageError(
-            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address / RAY_ADDRESS"
+        raise ServiceUnavailable(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --ray-address / RAY_ADDRESS, "
+            "or retry when it is up"
         ) from None
 
 
@@ -106,5 +110,3 @@ def worker_stats(workers: Sequence[ray.actor.ActorHandle]) -> list[WorkerStats]:
         except RayError as exc:
             logger.warning("worker died after its last unit; its counters are lost (%s)", type(exc).__name__)
     return stats
-
-

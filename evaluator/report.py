@@ -97,6 +97,9 @@ class ErrorReport(_Model):
     error: str
     traceback: str | None = None
     policy_uri: str | None = None
+    retryable: bool = Field(
+        default=False, description="an outage (exit 3: W&B, S3 or Ray unreachable): the same command may succeed later"
+    )
 
 
 def report_schema() -> dict:

@@ -19,10 +19,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluator.config import EvalConfig
-from evaluator.driver import RunOutcome, evaluate, load_suite, source_settings
+from evaluator.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
 from evaluator.leases import LEASE_DIR, Heartbeat, Lease, LeaseTable
-from evaluator.outputs import preflight
-from evaluator.outputs.local import atomic_write, check_writable
+from evaluator.outputs import preflight_run
+from evaluator.outputs.local import atomic_write
 from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint, resolve
 from evaluator.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
@@ -64,14 +64,12 @@ class _Claims:
     held: list[Lease]
 
 
-def sweep(config: SweepConfig, *, show_progress: bool = False) -> SweepResult:
+def sweep(config: SweepConfig, *, on_progress: ProgressCallback | None = None) -> SweepResult:
     """List, claim, evaluate, release. Raises UsageError (before any lease is taken) on bad input."""
     evaluation = config.evaluation
     suite = load_suite(evaluation)
-    check_writable(evaluation.data_dir)
     settings = source_settings(evaluation)
-    if evaluation.output_uri:
-        preflight(evaluation.output_uri, settings)
+    preflight_run(evaluation, settings)
     found = [(uri, c) for uri in evaluation.policy_uris for c in resolve(uri, evaluation.checkpoints, settings)]
     table = LeaseTable(evaluation.data_dir / LEASE_DIR, owner=evaluation.run_name, ttl_s=config.lease_ttl_s)
     claims = _Claims(rows=[], chosen={}, held=[])
@@ -81,7 +79,7 @@ def sweep(config: SweepConfig, *, show_progress: bool = False) -> SweepResult:
         if claims.chosen:
             run = evaluation.model_copy(update={"policy_uris": tuple(claims.chosen)})
             with Heartbeat(claims.held, interval_s=config.lease_ttl_s / 3):
-                outcome = evaluate(run, show_progress=show_progress, resolved=claims.chosen)
+                outcome = evaluate(run, on_progress=on_progress, resolved=claims.chosen)
     finally:
         for lease in claims.held:
             lease.release()

@@ -13,7 +13,6 @@ A pickled full module is refused, with the way to convert it.
 
 from __future__ import annotations
 
-import difflib
 import io
 import logging
 import pickle
@@ -31,7 +30,7 @@ from mettagrid.util.module import load_symbol
 from sim.baselines import BASELINES
 from sim.batch_policy import BatchPolicy
 from sim.bundles import load_bundle
-from sim.errors import PolicyError, first_line
+from sim.errors import PolicyError, did_you_mean, first_line
 from sim.mettagrid_policies import MettagridBundlePolicy
 from sim.torch_policy import TorchPolicy
 
@@ -129,9 +128,8 @@ def _load_builtin(name: str) -> BatchPolicy:
     registry = get_policy_registry()
     if name in registry:
         return MettagridBundlePolicy(f"{BUILTIN_SCHEME}{name}", PolicySpec(class_path=registry[name]), None, "cpu")
-    suggestion = difflib.get_close_matches(name, builtin_names(), n=1)
-    hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
-    raise PolicyError(f"unknown builtin policy {name!r}{hint}; known: {', '.join(builtin_names())}")
+    known = builtin_names()
+    raise PolicyError(f"unknown builtin policy {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
 
 
 def _module_from_state_dict(uri: str, data: bytes, device: str) -> torch.nn.Module:

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator import cli
+from evaluator.cli import MARKER_END, MARKER_START, app
+from evaluator.cli_options import EVALUATION_OPTIONS
 from evaluator.config import EvalConfig
 from evaluator.driver import evaluate
 from evaluator.report import Report
+from sim.errors import ServiceUnavailable, UsageError
 from sim.replays import read_replay
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -141,3 +145,58 @@ def test_suites_and_schema_commands():
 def test_every_command_has_help(command: str):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.stdout, result.stderr
+
+
+# -- the CLI's shape: options declared once, exceptions mapped once ---------------------------------------------
+
+
+def _options(command: str) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """name -> (flags, env var) of a command's options, as click sees them."""
+    params = typer.main.get_command(app).commands[command].params
+    return {p.name: (tuple(p.opts + p.secondary_opts), p.envvar) for p in params}
+
+
+def test_every_evaluation_option_is_offered_by_run_sweep_and_entrypoint_alike():
+    evaluation = {p.name for p in EVALUATION_OPTIONS}
+    fields = set(EvalConfig.model_fields) - {"policy_uris", "checkpoints"}
+    assert evaluation == fields, "every EvalConfig field has its option"
+    run, sweep, entrypoint = (_options(command) for command in ("run", "sweep", "entrypoint"))
+    for name in evaluation:
+        assert run[name] == sweep[name] == entrypoint[name], name
+    assert {"--seed", "--env", "--shard-size", "--max-attempts", "--trust-remote-code", "--cpus-per-worker"} <= {
+        flag for flags, _ in sweep.values() for flag in flags
+    }
+    assert "global " not in Path(cli.__file__).read_text(), "no module state reassigned per command"
+
+
+def test_the_entrypoint_reads_the_seeds_variables_through_its_options():
+    variables = {envvar for _, envvar in _options("entrypoint").values()}
+    seed = {"POLICY_URI", "SIMULATION_SUITE", "DEVICE", "DATA_DIR", "RUN_NAME", "OUTPUT_URI", "WANDB_API_KEY"}
+    seed |= {"WANDB_ENTITY", "WANDB_PROJECT", "CHECKPOINTS", "EPISODES", "NUM_WORKERS", "UNIT_TIMEOUT", "RAY_ADDRESS"}
+    assert seed <= variables
+    assert _options("run")["policy_uri"][1] == _options("entrypoint")["policy_uri"][1] == "POLICY_URI"
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "retryable"),
+    [(ServiceUnavailable("W&B is down"), 3, True), (UsageError("bad"), 2, False), (RuntimeError("bug"), 1, False)],
+)
+def test_one_wrapper_maps_every_commands_exceptions(monkeypatch, tmp_path: Path, error, code: int, retryable: bool):
+    """run, sweep and entrypoint through the same mapping; the entrypoint keeps exit 1 for bad usage."""
+    import evaluator.driver
+    import evaluator.sweep
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(evaluator.driver, "evaluate", fail)
+    monkeypatch.setattr(evaluator.sweep, "sweep", fail)
+    common = ["-p", "builtin://random", "--data-dir", str(tmp_path)]
+    for command, expected in (("run", code), ("sweep", code), ("entrypoint", 1 if code == 2 else code)):
+        result = runner.invoke(app, [command, *common] + (["--no-progress"] if command != "entrypoint" else []))
+        assert result.exit_code == expected, (command, result.stderr)
+        text = result.stdout.replace(MARKER_START, "").replace(MARKER_END, "")
+        document = json.loads(text)
+        assert document["retryable"] is retryable and str(error) in document["error"], (command, document)
+        assert (document["traceback"] is None) is isinstance(error, UsageError)
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error: ")]) == 1

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from evaluator.cli import app
 from tests.conftest import state_dict_bytes, submission_zip, tiny_model
+from tests.support.fake_wandb import DROP
 from tests.support.s3 import deny_after
 
 DOC = Path(__file__).parents[1] / "docs" / "errors.md"
@@ -45,6 +46,8 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     fixtures: tuple[str, ...] = ()
     check: Callable[[Ctx], None] | None = None
+    others_complete: bool = False
+    """Exit 1 for one checkpoint: the report must hold another checkpoint with its metrics."""
 
 
 def _write(ctx: Ctx, name: str, data: bytes | str) -> str:
@@ -123,6 +126,28 @@ def _wandb_artifact(ctx: Ctx) -> None:
     fake.add_artifact_version("metta-ai", "metta-research", "nav", files={"model.pt": state_dict_bytes(model, kwargs)})
 
 
+def _wandb_download_fails(status: int) -> Callable[[Ctx], list[str]]:
+    """Two versions of wandb://run/nav; the first one's file fails to download (`status`, or DROP)."""
+
+    def prepare(ctx: Ctx) -> list[str]:
+        fake = ctx.fixtures["fake_wandb"]
+        versions = []
+        for seed in (0, 1):
+            model, kwargs = tiny_model(seed)
+            files = {"model.pt": state_dict_bytes(model, kwargs)}
+            versions.append(fake.add_artifact_version("metta-ai", "metta-research", "nav", files=files))
+        fake.fail_file(versions[0], "model.pt", status)
+        return ["-p", "wandb://run/nav", "--checkpoints", "all", *SMOKE]
+
+    return prepare
+
+
+def _wandb_down(ctx: Ctx) -> list[str]:
+    _wandb_artifact(ctx)
+    ctx.fixtures["fake_wandb"].down = True
+    return ["-p", "wandb://run/nav", *SMOKE]
+
+
 def _empty_dir(ctx: Ctx) -> str:
     (ctx.tmp / "void").mkdir()
     return str(ctx.tmp / "void")
@@ -194,7 +219,7 @@ CASES = [
     ),
     Case(
         "unreachable RAY_ADDRESS",
-        2,
+        3,
         "cannot reach the Ray cluster at 127.0.0.1:",
         lambda c: ["-p", "builtin://random", *SMOKE, "--ray-address", f"127.0.0.1:{_free_port()}"],
     ),
@@ -245,7 +270,7 @@ CASES = [
     Case(
         "zip-slip submission archive",
         1,
-        "invalid mettagrid policy archive: Submission archive contains path traversal",
+        "invalid policy bundle: Submission archive contains path traversal",
         lambda c: [
             "-p",
             _write(c, "slip.zip", _zip({"policy_spec.json": '{"class_path": "x.Y"}', "../../escaped.txt": "x"})),
@@ -267,6 +292,12 @@ CASES = [
         lambda c: [*_torchscript_shape(c), *SMOKE],
     ),
     Case(
+        "a version in the URI and another selection",
+        2,
+        "wandb://run/nav:latest names version latest, which --checkpoints all would override",
+        lambda c: ["-p", "wandb://run/nav:latest", "--checkpoints", "all", *SMOKE],
+    ),
+    Case(
         "wandb missing key",
         2,
         "needs W&B credentials: set WANDB_API_KEY",
@@ -276,17 +307,48 @@ CASES = [
     Case(
         "wandb bad key",
         2,
-        "W&B rejected the API key",
+        "W&B rejected the API key while accessing wandb://run/nav (HTTP 401); check WANDB_API_KEY",
         lambda c: (_wandb_artifact(c), ["-p", "wandb://run/nav", *SMOKE])[1],
-        env={"WANDB_API_KEY": "wrong-key-" + "0" * 30},
+        env={"WANDB_API_KEY": "wrong" + "0" * 35},
         fixtures=("fake_wandb",),
     ),
     Case(
         "wandb missing artifact",
         2,
-        "W&B request for wandb://run/ghost failed",
-        lambda c: ["-p", "wandb://run/ghost", *SMOKE],
+        "W&B request for wandb://run/ghost failed: artifact membership 'ghost:latest' not found",
+        lambda c: (_wandb_artifact(c), ["-p", "wandb://run/ghost", *SMOKE])[1],
         fixtures=("fake_wandb",),
+    ),
+    Case(
+        "W&B down: nothing listens at WANDB_BASE_URL",
+        3,
+        "while accessing wandb://run/nav: connection refused (nothing listens there); check WANDB_BASE_URL",
+        lambda c: ["-p", "wandb://run/nav", *SMOKE],
+        env={"WANDB_BASE_URL": f"http://127.0.0.1:{_free_port()}"},
+        fixtures=("fake_wandb",),
+    ),
+    Case(
+        "W&B failing (HTTP 503)",
+        3,
+        "is failing (HTTP 503) while accessing wandb://run/nav; retry later",
+        _wandb_down,
+        fixtures=("fake_wandb",),
+    ),
+    Case(
+        "W&B file gone (one checkpoint)",
+        1,
+        "W&B storage has no file for wandb://metta-ai/metta-research/nav:v0 (HTTP 404)",
+        _wandb_download_fails(404),
+        fixtures=("fake_wandb",),
+        others_complete=True,
+    ),
+    Case(
+        "W&B download cut off (one checkpoint)",
+        1,
+        "the connection to W&B failed while accessing wandb://metta-ai/metta-research/nav:v0",
+        _wandb_download_fails(DROP),
+        fixtures=("fake_wandb",),
+        others_complete=True,
     ),
     Case(
         "S3 missing bucket",
@@ -310,9 +372,16 @@ CASES = [
         fixtures=("s3", "s3_denied"),
     ),
     Case(
+        "S3 object denied after listing (each checkpoint)",
+        1,
+        "access to s3://policies/run/ckpt_10.pt denied (403)",
+        lambda c: ["-p", "s3://policies/run/", *SMOKE],
+        fixtures=("s3", "s3_denied_after_listing"),
+    ),
+    Case(
         "S3 endpoint down",
-        2,
-        "cannot reach the S3 endpoint",
+        3,
+        "cannot reach the S3 endpoint for s3://policies/run/ (http://127.0.0.1:9); check AWS_ENDPOINT_URL",
         lambda c: ["-p", "s3://policies/run/", *SMOKE],
         env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "x" * 20},
     ),
@@ -322,6 +391,12 @@ CASES = [
 @pytest.fixture
 def s3_denied(s3):
     with deny_after(0):
+        yield
+
+
+@pytest.fixture
+def s3_denied_after_listing(s3):
+    with deny_after(1):  # the listing passes; every download is refused
         yield
 
 
@@ -342,12 +417,41 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest):
     errors = [document.get("error")] + [c["error"] for p in document.get("policies", []) for c in p["checkpoints"]]
     assert any(e and case.message in e for e in errors), document
     assert not [p for p in tmp_path.rglob("*.tmp")], "a temporary file was left behind"
-    if case.exit_code == 2:
+    if case.exit_code in (2, 3):
+        assert document["retryable"] is (case.exit_code == 3), document
         assert not (data_dir.exists() and [p for p in data_dir.iterdir() if p.name != "cache"]), (
-            "usage error wrote a run"
+            "a run that should not have started wrote one"
         )
+    if case.others_complete:
+        checkpoints = [c for p in document["policies"] for c in p["checkpoints"]]
+        assert any(c["error"] is None and c["metrics"] for c in checkpoints), "the other checkpoints must complete"
     if case.check:
         case.check(ctx)
+
+
+def test_the_message_rules_written_once():
+    """sim.errors' helpers: every "did you mean", one-line pydantic error and first line goes through them."""
+    from pydantic import BaseModel, ValidationError
+
+    from sim.errors import did_you_mean, first_line, validation_line
+
+    assert did_you_mean("navigaton", ["navigation", "smoke"]) == " (did you mean 'navigation'?)"
+    assert did_you_mean("wandbb", ["file", "wandb"], lambda s: f"{s}://") == " (did you mean wandb://?)"
+    assert did_you_mean("zzz", ["navigation"]) == ""
+
+    class Env(BaseModel):
+        name: str
+        max_steps: int
+
+    with pytest.raises(ValidationError) as info:
+        Env.model_validate({"max_steps": "x"})
+    assert validation_line(info.value) == "name: Field required"
+    assert validation_line(info.value, located=False) == "Field required"
+    assert validation_line(info.value, every=True) == (
+        "name: Field required; max_steps: Input should be a valid integer, unable to parse string as an integer"
+    )
+    assert first_line(RuntimeError("first\nsecond")) == "first" and first_line(KeyError()) == "KeyError"
+    assert len(first_line(ValueError("x" * 1000))) == 300
 
 
 def render_doc() -> str:
@@ -358,9 +462,16 @@ def render_doc() -> str:
         "`python -m tests.test_errors`). Each prints one line `error: ...` on stderr that names the problem and\n"
         "the fix, JSON on stdout, and exits with the code shown; no Python traceback reaches stderr (it is in the\n"
         "JSON's `traceback` when there is one) and nothing is left half-written.\n\n"
-        "- exit **2**: bad usage; stdout holds the error JSON `{error, traceback, policy_uri}` and nothing ran.\n"
+        "- exit **3**: a service the run needs (W&B, S3, Ray) could not be reached or kept failing after the\n"
+        "  clients' own retries; the input is fine and the same command may succeed later. stdout holds the error\n"
+        '  JSON with `"retryable": true`; nothing ran. `policy-evaluator entrypoint` exits 3 too; the RayJob and\n'
+        "  the nightly RayCronJob retry once (`backoffLimit: 1`), and the webhook service resubmits such a job once.\n"
+        "- exit **2**: bad usage; stdout holds the error JSON `{error, traceback, policy_uri, retryable}`\n"
+        "  (`retryable` false) and nothing ran.\n"
         "- exit **1**: a checkpoint failed; stdout holds the report, with that checkpoint's `error` and every\n"
-        "  other checkpoint's full results. (`policy-evaluator entrypoint` exits 1 for every failure.)\n\n"
+        "  other checkpoint's full results. A checkpoint that cannot be downloaded (its object gone or denied, its\n"
+        "  W&B file gone, the connection cut off mid-download, after the clients' own retries) fails alone the\n"
+        "  same way. (`policy-evaluator entrypoint` exits 1 for bad usage too: the seed's contract.)\n\n"
         f"{len(CASES)} cases:\n\n| case | exit | message contains |\n|---|---|---|\n{rows}\n"
     )
 

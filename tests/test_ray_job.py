@@ -123,5 +123,5 @@ def test_failing_job_ends_failed_with_the_error_json(head: RayHead, tmp_path: Pa
     assert done.returncode != 0
     assert job_details(head, submission_id)["status"] == "FAILED"
     error = between_markers(job_logs(head, submission_id))
-    assert set(error) == {"error", "traceback", "policy_uri"}
+    assert set(error) == {"error", "traceback", "policy_uri", "retryable"} and error["retryable"] is False
     assert error["policy_uri"] == "/no/such/file.pt" and "/no/such/file.pt" in error["error"]

@@ -13,8 +13,9 @@ from evaluator.driver import evaluate
 from evaluator.outputs import OutputError
 from evaluator.outputs.s3 import upload_run
 from evaluator.report import Report
-from evaluator.sources import resolve
-from sim.errors import UsageError
+from evaluator.sources import SourceSettings, fetch, resolve
+from evaluator.sources.s3 import candidates
+from sim.errors import ServiceUnavailable, UsageError
 from tests.support.s3 import SECRET, deny_after
 
 
@@ -47,15 +48,43 @@ def test_access_denied(s3):
         resolve("s3://policies/run/")
 
 
-def test_endpoint_down(monkeypatch: pytest.MonkeyPatch):
+def test_endpoint_down_is_an_outage(monkeypatch: pytest.MonkeyPatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    with pytest.raises(UsageError, match="cannot reach the S3 endpoint"):
+    with pytest.raises(ServiceUnavailable) as info:
         resolve("s3://policies/run/")
+    assert str(info.value) == (
+        f"cannot reach the S3 endpoint for s3://policies/run/ (http://127.0.0.1:{port}); check "
+        "AWS_ENDPOINT_URL, or retry when it is up"
+    )
+
+
+def test_an_object_gone_or_denied_after_listing_fails_that_checkpoint_only(s3):
+    """Listed, then deleted (another process pruning old checkpoints) or denied: those checkpoints carry their
+    error, the others are fetched."""
+    ckpt_1, ckpt_2, ckpt_10 = candidates("s3://policies/run/", SourceSettings())
+    s3.delete_object(Bucket="policies", Key="run/ckpt_2.pt")
+    fetched = [fetch(c) for c in (ckpt_1, ckpt_2, ckpt_10)]
+    assert [c.error for c in fetched] == [None, "S3 object s3://policies/run/ckpt_2.pt does not exist", None]
+    assert fetched[0].data and fetched[2].data and fetched[1].digest == ""
+    with deny_after(0):
+        denied = fetch(ckpt_10)
+    assert (
+        denied.error
+        == "access to s3://policies/run/ckpt_10.pt denied (403); check the AWS credentials and the bucket policy"
+    )
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://policies/runs/nav:v30.zip", "s3://policies/runs/nav:v30", "s3://policies/runs/nav:v30/"]
+)
+def test_a_key_naming_an_epoch_takes_latest_only(s3, uri: str):
+    with pytest.raises(UsageError, match=rf"^{uri} names version v30, which --checkpoints all would override; "):
+        resolve(uri, "all")
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -88,9 +88,11 @@ def test_directory_is_ordered_by_epoch(metta_dir: Path):
 
 
 def test_path_at_one_metta_checkpoint(metta_dir: Path):
-    assert listed(str(metta_dir / "run:v60")) == [("run", "v60")]
-    assert listed((metta_dir / "run:v30.zip").as_uri()) == [("run", "v30")]
+    assert listed(str(metta_dir / "run:v60"), "latest") == [("run", "v60")]
+    assert listed((metta_dir / "run:v30.zip").as_uri(), "latest") == [("run", "v30")]
     assert listed(str(metta_dir / "run:v60"), "v60") == [("run", "v60")]
+    with pytest.raises(UsageError, match=r"names version v60, which --checkpoints all would override"):
+        listed(str(metta_dir / "run:v60"), "all")
 
 
 def test_directory_without_epochs_keeps_natural_order(tmp_path: Path):
@@ -159,7 +161,7 @@ def test_s3_prefix_is_ordered_by_epoch_and_bundles_are_zipped(s3, tmp_path: Path
 
 def test_s3_uri_at_one_metta_checkpoint(s3):
     put_metta_prefix(s3)
-    assert listed("s3://policies/metta/run/run:v60.zip") == [("run", "v60")]
+    assert listed("s3://policies/metta/run/run:v60.zip", "latest") == [("run", "v60")]
     [bundle] = resolve("s3://policies/metta/run/run:v30")
     assert (bundle.name, bundle.version, bundle.uri) == ("run", "v30", "s3://policies/metta/run/run:v30/")
     [again] = resolve("s3://policies/metta/run/run:v30/")

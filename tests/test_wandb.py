@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,9 +18,11 @@ from evaluator.config import EvalConfig
 from evaluator.driver import evaluate
 from evaluator.sources import SourceSettings, resolve
 from evaluator.sources.wandb import parse_wandb_uri
-from sim.errors import UsageError
+from evaluator.wandb_client import KeyRejected, api, wandb_errors
+from sim.errors import ServiceUnavailable, UsageError
 from tests.conftest import state_dict_bytes, tiny_model
-from tests.support.fake_wandb import FakeWandb
+from tests.support.fake_wandb import DROP, FakeWandb, reset_wandb
+from tests.support.ray_head import free_ports
 
 ENTITY, PROJECT = "metta-ai", "metta-research"
 
@@ -83,30 +86,119 @@ def test_corrupted_download_fails_that_checkpoint_only(fake_wandb: FakeWandb, tm
     assert not list((tmp_path / "data" / "cache" / "wandb").glob(f"{made[0].digest}*"))
 
 
+def test_download_failures_fail_their_checkpoint_only(fake_wandb: FakeWandb, tmp_path: Path):
+    """A file gone from W&B's storage (404 from the presigned URL and from the server's own fallback) and a
+    download cut off halfway fail their versions; the third version is fetched; nothing half-written stays."""
+    made = seed_run(fake_wandb)
+    fake_wandb.fail_file(made[0], "model.pt", 404)
+    fake_wandb.fail_file(made[1], "model.pt", DROP)
+    gone, cut, fine = resolve("wandb://run/nav_run", "all", settings(fake_wandb, tmp_path))
+    assert gone.error == (
+        f"W&B storage has no file for wandb://{ENTITY}/{PROJECT}/nav_run:v0 (HTTP 404); the artifact's files are gone"
+    )
+    assert cut.error.startswith(f"the connection to W&B failed while accessing wandb://{ENTITY}/{PROJECT}/nav_run:v1:")
+    assert "Connection broken" in cut.error
+    assert fine.error is None and fine.data == made[2].files["model.pt"]
+    assert [p.name for p in (tmp_path / "data" / "cache" / "wandb").iterdir()] == [made[2].digest]
+
+
 @pytest.mark.parametrize(
-    ("uri", "key", "message"),
+    ("uri", "key", "error", "message"),
     [
-        ("wandb://run/missing:v0", None, "W&B request for wandb://run/missing:v0 failed: .*not found"),
-        ("wandb://run/missing", None, "W&B request for wandb://run/missing failed: .*not found"),
-        ("wandb://run/nav_run:v0", "bad-key-" + "0" * 32, "W&B rejected the API key"),
+        ("wandb://run/missing:v0", None, UsageError, "W&B request for wandb://run/missing:v0 failed: .*not found"),
+        ("wandb://run/missing", None, UsageError, "W&B request for wandb://run/missing failed: .*not found"),
+        (
+            "wandb://run/nav_run:v0",
+            "wrong" + "0" * 35,
+            KeyRejected,
+            re.escape("W&B rejected the API key while accessing wandb://run/nav_run:v0 (HTTP 401); check WANDB_API_KEY")
+            + "$",
+        ),
+        (
+            "wandb://run/nav_run:v0",
+            "bad-key-" + "0" * 32,
+            KeyRejected,
+            re.escape("W&B rejected the API key while accessing wandb://run/nav_run:v0 (API key must have 40+ ")
+            + r"characters, has \d+\.\); check WANDB_API_KEY$",
+        ),
     ],
 )
-def test_wandb_errors_are_one_line(fake_wandb: FakeWandb, tmp_path: Path, uri: str, key: str | None, message: str):
+def test_wandb_errors_are_one_line(
+    fake_wandb: FakeWandb, tmp_path: Path, uri: str, key: str | None, error: type, message: str
+):
     seed_run(fake_wandb, versions=1)
-    with pytest.raises(UsageError, match=message) as info:
+    with pytest.raises(error, match=message) as info:
         resolve(uri, settings=settings(fake_wandb, tmp_path, key))
     assert "\n" not in str(info.value)
     if key:
         assert key not in str(info.value)
 
 
-def test_no_key_and_server_down(fake_wandb: FakeWandb, tmp_path: Path):
+def test_no_key_and_server_failing(fake_wandb: FakeWandb, tmp_path: Path):
     seed_run(fake_wandb, versions=1)
     with pytest.raises(UsageError, match="needs W&B credentials: set WANDB_API_KEY"):
         resolve("wandb://run/nav_run", settings=SourceSettings(data_dir=tmp_path))
     fake_wandb.down = True
-    with pytest.raises(UsageError, match="W&B"):
+    failing = rf"W&B at {fake_wandb.base_url} is failing \(HTTP 503\) while accessing wandb://run/nav_run; retry later"
+    with pytest.raises(ServiceUnavailable, match=f"^{failing}$"):
         resolve("wandb://run/nav_run", settings=settings(fake_wandb, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("base_url", "diagnosis"),
+    [
+        ("http://127.0.0.1:{port}", "connection refused (nothing listens there); check WANDB_BASE_URL"),
+        ("http://no-such-host.invalid", "host not found; check WANDB_BASE_URL"),
+    ],
+)
+def test_an_unreachable_server_is_not_a_rejected_key(
+    fake_wandb: FakeWandb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_url: str, diagnosis: str
+):
+    """The client reports its failed login check as an authentication error even when nothing answered: the
+    diagnosis asks the server itself, and says the key is fine (exit 3, not "check WANDB_API_KEY")."""
+    (port,) = free_ports(1)
+    url = base_url.format(port=port)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    reset_wandb()
+    with pytest.raises(ServiceUnavailable) as info:
+        resolve("wandb://run/nav_run", settings=settings(fake_wandb, tmp_path))
+    assert str(info.value) == f"cannot reach W&B at {url} while accessing wandb://run/nav_run: {diagnosis}" + (
+        ", or retry when W&B is up" if "refused" in diagnosis else ""
+    )
+    assert "WANDB_API_KEY" not in str(info.value)
+
+
+def test_request_failures_after_login_tell_answers_from_outages(fake_wandb: FakeWandb, tmp_path: Path):
+    """wandb-core reports both a refused request and one it gave up retrying with HTTP status 0; the words
+    "giving up after" (evaluator.wandb_client.GAVE_UP) tell them apart, against the real client."""
+    seed_run(fake_wandb, versions=1)
+    client = api(fake_wandb.api_key)
+    fake_wandb.fail_graphql("ArtifactMembershipByName", "permission denied")
+    with pytest.raises(UsageError, match="^W&B request for x failed: .*permission denied$"), wandb_errors("x"):
+        client.artifact(f"{ENTITY}/{PROJECT}/nav_run:v0")
+    fake_wandb.fail_graphql("ArtifactMembershipByName", "internal error", status=500)
+    kept_failing = rf"^W&B at {fake_wandb.base_url} kept failing while accessing x: "
+    with pytest.raises(ServiceUnavailable, match=kept_failing), wandb_errors("x"):
+        client.artifact(f"{ENTITY}/{PROJECT}/nav_run:v0")
+    fake_wandb.graphql_failures.clear()
+    fake_wandb.down = True
+    with pytest.raises(ServiceUnavailable, match=r"is failing \(HTTP 503\) while accessing x"), wandb_errors("x"):
+        client.artifact(f"{ENTITY}/{PROJECT}/nav_run:v0")
+
+
+@pytest.mark.parametrize("selector", ["all", "last:2", "v1"])
+def test_a_version_in_the_uri_and_another_selection_are_refused(fake_wandb: FakeWandb, tmp_path: Path, selector):
+    seed_run(fake_wandb)
+    expected = (
+        f"wandb://run/nav_run:latest names version latest, which --checkpoints {selector} would override; drop "
+        "the version from the URI to select among its checkpoints, or drop --checkpoints to evaluate latest"
+    )
+    with pytest.raises(UsageError) as info:
+        resolve("wandb://run/nav_run:latest", selector, settings(fake_wandb, tmp_path))
+    assert str(info.value) == expected
+    assert not [r for r in fake_wandb.requests if "graphql" in r], "refused before asking W&B anything"
+    [latest] = resolve("wandb://run/nav_run:latest", "latest", settings(fake_wandb, tmp_path))
+    assert latest.version == "v2"
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -156,7 +248,7 @@ def test_secrets_never_leak(fake_wandb: FakeWandb, tmp_path: Path, monkeypatch: 
     ok = runner.invoke(app, [*args, "-p", "wandb://run/nav_run", "--output-uri", f"wandb://{ENTITY}/{PROJECT}"])
     bad_key = runner.invoke(app, [*args, "-p", "wandb://run/nav_run"], env={"WANDB_API_KEY": "wrong-" + "1" * 34})
     assert ok.exit_code == 0, ok.stderr
-    assert bad_key.exit_code == 2
+    assert bad_key.exit_code == 2 and "W&B rejected the API key while accessing wandb://run/nav_run" in bad_key.stderr
     written = b"".join(p.read_bytes() for p in (tmp_path / "d").rglob("*") if p.is_file() and "cache" not in p.parts)
     table = pq.read_table(next((tmp_path / "d").rglob("episodes.parquet"))).to_pylist()
     for secret in [*secrets, "wrong-" + "1" * 34]:

@@ -5,18 +5,22 @@
 - `wandb://entity/project[/run_id]`: a W&B run (job type `policy_evaluation`) with Metta's summary keys,
   a table of per-environment results and report.json as an `evaluation_results` artifact.
 Delivery is complete or absent: a failure raises `OutputError`, which the driver records in the report
-and turns into exit code 1.
+and turns into exit code 1. `preflight_run` is what every run checks before any work (evaluate and sweep
+alike). Light on purpose: the webhook service reads delivered reports with `output_kind` and `delivered_url`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluator.report import Report
-from evaluator.sources import SourceSettings
-from evaluator.sources.files import path_of
+from evaluator.sources import SourceSettings, path_of, scheme_of
 from sim.errors import EvaluatorError, UsageError
+
+if TYPE_CHECKING:
+    from evaluator.config import EvalConfig
+    from evaluator.report import Report
 
 
 class OutputError(EvaluatorError):
@@ -30,13 +34,23 @@ class OutputKind(StrEnum):
 
 
 def output_kind(output_uri: str) -> OutputKind:
-    scheme = output_uri.split("://", 1)[0] if "://" in output_uri else "file"
+    scheme = scheme_of(output_uri)
     if scheme not in OutputKind.__members__.values():
         raise UsageError(
             f"OUTPUT_URI scheme {scheme}:// is not supported; use a path, file://, s3://bucket/prefix "
             "or wandb://entity/project[/run_id]"
         )
     return OutputKind(scheme)
+
+
+def preflight_run(config: EvalConfig, settings: SourceSettings) -> None:
+    """What a run checks before it lists, claims or evaluates anything, so that no work is lost to a bad
+    destination: DATA_DIR is writable and OUTPUT_URI can take the results."""
+    from evaluator.outputs.local import check_writable
+
+    check_writable(config.data_dir)
+    if config.output_uri:
+        preflight(config.output_uri, settings)
 
 
 def preflight(output_uri: str, settings: SourceSettings) -> None:

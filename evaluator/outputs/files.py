@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from evaluator.outputs import OutputError
-from evaluator.sources.files import path_of
+from evaluator.sources import path_of
 
 
 def copy_run(run_dir: Path, output_uri: str) -> Path:

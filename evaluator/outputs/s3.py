@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evaluator.outputs import OutputError
 from evaluator.s3 import client, parse_s3_uri, s3_errors
-from sim.errors import UsageError
+from sim.errors import EvaluatorError
 
 
 def upload_run(run_dir: Path, output_uri: str) -> list[str]:
@@ -28,7 +28,7 @@ def upload_run(run_dir: Path, output_uri: str) -> list[str]:
             with s3_errors(f"s3://{location.bucket}/{key}"):
                 s3.upload_file(str(path), location.bucket, key)
             uploaded.append(key)
-    except UsageError as exc:
+    except EvaluatorError as exc:  # denied, missing bucket, S3 unreachable: nothing half-delivered
         _delete(s3, location.bucket, uploaded)
         raise OutputError(f"upload to {output_uri} failed: {exc}") from None
     return uploaded

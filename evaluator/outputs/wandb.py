@@ -18,7 +18,7 @@ from evaluator.outputs import OutputError
 from evaluator.report import Report
 from evaluator.sources import SourceSettings
 from evaluator.wandb_client import require_key
-from sim.errors import UsageError
+from sim.errors import UsageError, first_line
 
 _OUTPUT_FORM = re.compile(r"^wandb://(?P<entity>[\w.\-]+)/(?P<project>[\w.\-]+)(?:/(?P<run_id>[\w.\-]+))?/?$")
 TABLE_COLUMNS = [
@@ -101,5 +101,4 @@ def log_run(run_dir: Path, report: Report, output_uri: str, settings: SourceSett
         finally:
             run.finish()
     except Exception as exc:  # wandb raises many types (CommError, UsageError, timeouts): all mean "not delivered"
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OutputError(f"logging results to {output_uri} failed: {message}") from None
+        raise OutputError(f"logging results to {output_uri} failed: {first_line(exc)}") from None

@@ -14,15 +14,17 @@ Routes:
 - GET /readyz           the Ray cluster's job API answers (503 otherwise)
 - GET /metrics          Prometheus
 Blocking calls (Ray's job API goes through `requests`, W&B) run in a bounded thread pool, each under a timeout.
+Every `outage_check_s` the app resubmits, once, the jobs of the service that exited 3 (an outage: jobs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +44,7 @@ from evaluator.service.jobs import (
 from evaluator.service.metrics import ServiceMetrics
 from evaluator.service.settings import ServiceSettings
 from evaluator.service.webhook import authentic, parse_delivery
+from sim.errors import validation_line
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +81,30 @@ def create_app(settings: ServiceSettings, *, jobs: RayJobs | None = None) -> web
     async def stop_threads(app: web.Application) -> None:
         app[SERVICE].executor.shutdown(wait=False, cancel_futures=True)
 
+    app.cleanup_ctx.append(_watch_outages)
     app.on_cleanup.append(stop_threads)
     return app
+
+
+async def _watch_outages(app: web.Application) -> AsyncIterator[None]:
+    """The app's background task, for as long as it serves: `resubmit_outages` every `outage_check_s`."""
+    task = asyncio.create_task(_resubmit_outages(app[SERVICE]), name="resubmit-outages")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _resubmit_outages(service: Service) -> None:
+    """Resubmit (once each) the jobs that exited 3; a cluster that cannot be asked is asked again next time."""
+    while True:
+        await asyncio.sleep(service.settings.outage_check_s)
+        try:
+            retried = await service.call(service.jobs.resubmit_outages)
+        except (ClusterUnavailable, SubmitRefused, TimeoutError) as exc:
+            logger.warning("could not look for jobs to resubmit: %s", str(exc) or "the Ray job API timed out")
+            continue
+        service.metrics.jobs_resubmitted.inc(len(retried))
 
 
 def serve(settings: ServiceSettings) -> None:
@@ -99,7 +124,7 @@ async def receive_wandb(request: web.Request) -> web.Response:
     try:
         delivery = parse_delivery(body)
     except ValidationError as exc:
-        return _refuse(service, 422, "malformed", "; ".join(_explain(exc)))
+        return _refuse(service, 422, "malformed", validation_line(exc, every=True, root="payload"))
     except ValueError as exc:
         return _refuse(service, 422, "malformed", str(exc))
     key = service.settings.wandb_api_key
@@ -195,10 +220,3 @@ def _refuse(
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: str) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status, headers=headers)
-
-
-def _explain(exc: ValidationError) -> list[str]:
-    return [
-        f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: {error['msg'].removeprefix('Value error, ')}"
-        for error in exc.errors()
-    ]

@@ -7,6 +7,13 @@ submissions with one id, from any number of replicas at once, one creates the jo
 (Ray 2.60 answers HTTP 500 with a traceback ending in "Job with submission_id ... already exists"). We do not
 parse that answer: after a refused submission, a job existing under our id is the success condition; otherwise
 the refusal is an error.
+
+A job that exits 3 (`ExitCode.OUTAGE`: W&B, S3 or the cluster itself could not be reached) is resubmitted
+once, as `<job id>-retry` (again put-if-absent, so replicas racing to resubmit make one job): by the app's
+periodic check (`resubmit_outages`), and by GET /jobs/{id} of the failed job, which then shows the retry.
+Any other failure is final: the input or the checkpoint is at fault, and running it again fails again.
+
+Imports stay light (no evaluator.cli, no torch, no mettagrid): the service only reads what jobs print.
 """
 
 from __future__ import annotations
@@ -18,22 +25,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 import requests
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 from ray.exceptions import AuthenticationError
-from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from evaluator.cli import MARKER_END, MARKER_START
+from evaluator.markers import last_marked
 from evaluator.outputs import OutputKind, delivered_url, output_kind
 from evaluator.report import Report
 from evaluator.service.settings import ServiceSettings
 from evaluator.service.webhook import ArtifactVersion, Delivery, submission_id
-from evaluator.sources.files import path_of
-from evaluator.sweep import SweepResult, SweptCheckpoint
+from evaluator.sources import path_of
+from evaluator.sweep_results import SweepResult, SweptCheckpoint
+from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (ConnectionError, requests.exceptions.RequestException, AuthenticationError)
+SOURCE = "wandb-webhook"
+"""The `source` in the metadata of every job the service submits: what `resubmit_outages` looks at."""
+RETRY_SUFFIX = "-retry"
 
 
 class ClusterUnavailable(Exception):
@@ -79,6 +89,8 @@ class JobView(BaseModel):
     checkpoints: list[SweptCheckpoint] | None = None
     """Each checkpoint's state, when the job was a sweep (the default entrypoint)."""
     error: str | None = None
+    retry_of: str | None = None
+    """Set when this job is the resubmission of `retry_of`, which exited 3 (an outage)."""
 
 
 class RayJobs:
@@ -105,7 +117,7 @@ class RayJobs:
         job_id = submission_id(artifact)
         policy_uri = self._settings.policy_uri_template.format(**artifact.model_dump())
         metadata = {
-            "source": "wandb-webhook",
+            "source": SOURCE,
             "artifact": str(artifact),
             "policy_uri": policy_uri,
             "run_name": job_id,
@@ -114,22 +126,25 @@ class RayJobs:
             "artifact_id": delivery.artifact_id,
             "alias": delivery.alias,
         }
+        # The URI names the version: the selection must be `latest` (any other would be refused as an override).
         env = {**self._settings.job_env, "POLICY_URI": policy_uri, "RUN_NAME": job_id}
+        env |= {"CHECKPOINTS": "latest", "SWEEP_CHECKPOINTS": "latest"}
+        metadata = {key: value for key, value in metadata.items() if value is not None}
+        created = self._submit_once(job_id, self._settings.job_entrypoint, {"env_vars": env}, metadata)
+        return Submission(job_id, policy_uri, created=created)
+
+    def _submit_once(self, job_id: str, entrypoint: str, runtime_env: dict, metadata: dict[str, str]) -> bool:
+        """Submit under `job_id`; False when a job with that id exists already (Ray refused a second one)."""
         client = self._connect()
         try:
-            client.submit_job(
-                entrypoint=self._settings.job_entrypoint,
-                submission_id=job_id,
-                runtime_env={"env_vars": env},
-                metadata={key: value for key, value in metadata.items() if value is not None},
-            )
-            return Submission(job_id, policy_uri, created=True)
+            client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env, metadata=metadata)
+            return True
         except _NETWORK_ERRORS as exc:
             raise ClusterUnavailable(_unreachable(self._settings.ray_address, exc)) from None
         except RuntimeError as exc:
             if self._exists(client, job_id):
-                return Submission(job_id, policy_uri, created=False)
-            raise SubmitRefused(f"Ray refused the job for {artifact}: {_first_line(exc)}") from None
+                return False
+            raise SubmitRefused(f"Ray refused the job {job_id}: {first_line(exc)}") from None
 
     def _exists(self, client: JobSubmissionClient, job_id: str) -> bool:
         try:
@@ -148,7 +163,33 @@ class RayJobs:
         except (*_NETWORK_ERRORS, RuntimeError, ValueError) as exc:
             raise ClusterUnavailable(_unreachable(self._settings.ray_address, exc)) from None
 
+    def resubmit_outages(self) -> list[str]:
+        """Resubmit, once each, the service's jobs that exited 3 (an outage); the ids of the retries created."""
+        client = self._connect()
+        try:
+            jobs = client.list_jobs()
+        except (*_NETWORK_ERRORS, RuntimeError) as exc:
+            raise ClusterUnavailable(_unreachable(self._settings.ray_address, exc)) from None
+        return [job.submission_id + RETRY_SUFFIX for job in jobs if self._retry(job) and self._resubmit(job)]
+
+    def _retry(self, info: JobDetails) -> bool:
+        """Whether `info` is one of our jobs that ended in an outage and is not itself a retry."""
+        metadata = info.metadata or {}
+        outage = info.status == JobStatus.FAILED and info.driver_exit_code == ExitCode.OUTAGE
+        return outage and metadata.get("source") == SOURCE and "retry_of" not in metadata
+
+    def _resubmit(self, info: JobDetails) -> bool:
+        """The job again, as `<id>-retry`, with its entrypoint, runtime_env and metadata; False if it exists."""
+        metadata = {**(info.metadata or {}), "retry_of": info.submission_id}
+        retry_id = info.submission_id + RETRY_SUFFIX
+        created = self._submit_once(retry_id, info.entrypoint, info.runtime_env or {}, metadata)
+        if created:
+            logger.warning("job %s ended in an outage (exit 3): resubmitted as %s", info.submission_id, retry_id)
+        return created
+
     def view(self, job_id: str) -> JobView:
+        """Ray's status of the job and, once it ended, its report. A job that exited 3 is resubmitted (once),
+        and the view is the retry's."""
         client = self._connect()
         try:
             info = client.get_job_info(job_id)
@@ -157,7 +198,10 @@ class RayJobs:
         except RuntimeError as exc:
             if "404" in str(exc):
                 raise JobNotFound(job_id) from None
-            raise ClusterUnavailable(f"Ray could not tell the job's status: {_first_line(exc)}") from None
+            raise ClusterUnavailable(f"Ray could not tell the job's status: {first_line(exc)}") from None
+        if self._retry(info):
+            self._resubmit(info)
+            return self.view(job_id + RETRY_SUFFIX)
         metadata = info.metadata or {}
         view = {
             "job_id": job_id,
@@ -165,6 +209,7 @@ class RayJobs:
             "message": info.message,
             "artifact": metadata.get("artifact"),
             "policy_uri": metadata.get("policy_uri"),
+            "retry_of": metadata.get("retry_of"),
         }
         if not JobStatus(info.status).is_terminal():
             return JobView(**view)
@@ -186,25 +231,21 @@ class RayJobs:
         try:
             if output_kind(uri) is OutputKind.FILE:
                 return Report.model_validate_json(path_of(location).read_bytes())
-            from evaluator.s3 import client, parse_s3_uri
+            from evaluator.s3 import client, download, parse_s3_uri
 
-            target = parse_s3_uri(location)
-            body = client().get_object(Bucket=target.bucket, Key=target.key)["Body"].read()
-            return Report.model_validate_json(body)
-        except (OSError, ValueError, ClientError, BotoCoreError) as exc:
-            logger.info("no delivered report at %s (%s); reading the job's logs", location, _first_line(exc))
+            return Report.model_validate_json(download(client(), parse_s3_uri(location)))
+        except (OSError, ValueError, EvaluatorError) as exc:
+            logger.info("no delivered report at %s (%s); reading the job's logs", location, first_line(exc))
             return None
 
 
 def from_logs(logs: str) -> dict[str, object]:
     """The JSON between the last pair of markers: a sweep's result, a run's report, or an error."""
-    lines = logs.splitlines()
-    if MARKER_START not in lines or MARKER_END not in lines:
+    marked = last_marked(logs)
+    if marked is None:
         return {"error": "the job printed no result between the markers"}
-    end = len(lines) - 1 - lines[::-1].index(MARKER_END)
-    start = max(i for i in range(end) if lines[i] == MARKER_START)
     try:
-        document = json.loads("\n".join(lines[start + 1 : end]))
+        document = json.loads(marked)
         if "checkpoints" in document and "report" in document:
             result = SweepResult.model_validate(document)
             return {"report": result.report, "checkpoints": result.checkpoints, "report_source": "logs"}
@@ -212,7 +253,7 @@ def from_logs(logs: str) -> dict[str, object]:
             return {"report": Report.model_validate(document), "report_source": "logs"}
         return {"error": str(document.get("error", "unknown error"))}
     except (ValueError, AttributeError) as exc:  # not JSON, or not one of our documents
-        return {"error": f"the job's result between the markers cannot be read: {_first_line(exc)}"}
+        return {"error": f"the job's result between the markers cannot be read: {first_line(exc)}"}
 
 
 def pin(artifact: ArtifactVersion, api_key: str | None) -> ArtifactVersion:
@@ -221,25 +262,18 @@ def pin(artifact: ArtifactVersion, api_key: str | None) -> ArtifactVersion:
         return artifact
     if not api_key:
         raise ArtifactNotFound(f"{artifact} names an alias; the service needs WANDB_API_KEY to pin it to a version")
-    import wandb.errors
-
-    from evaluator.wandb_client import api
+    from evaluator.wandb_client import KeyRejected, api, wandb_errors
 
     try:
-        version = api(api_key).artifact(str(artifact)).version
-    except wandb.errors.CommError as exc:
-        if "not found" in str(exc):
-            raise ArtifactNotFound(f"W&B has no artifact version {artifact}") from None
-        raise WandbUnavailable(f"W&B could not pin {artifact}: {_first_line(exc)}") from None
-    except (wandb.errors.Error, requests.exceptions.RequestException) as exc:
-        raise WandbUnavailable(f"W&B could not pin {artifact}: {_first_line(exc)}") from None
+        client = api(api_key, str(artifact))
+        with wandb_errors(str(artifact)):
+            version = client.artifact(str(artifact)).version
+    except (ServiceUnavailable, KeyRejected) as exc:  # W&B down, or our key: not the delivery's fault (503)
+        raise WandbUnavailable(f"W&B could not pin {artifact}: {exc}") from None
+    except UsageError as exc:
+        raise ArtifactNotFound(f"W&B has no artifact version {artifact}: {exc}") from None
     return artifact.model_copy(update={"version": version})
 
 
 def _unreachable(address: str, exc: BaseException) -> str:
-    return f"the Ray cluster at {address} cannot be reached: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return f"the Ray cluster at {address} cannot be reached: {first_line(exc)}"

@@ -30,6 +30,11 @@ class ServiceMetrics:
             "Evaluation jobs this replica created on the Ray cluster.",
             registry=self.registry,
         )
+        self.jobs_resubmitted = Counter(
+            "policy_evaluator_jobs_resubmitted",
+            "Jobs this replica resubmitted because they exited 3 (an outage: W&B, S3 or Ray unreachable).",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "policy_evaluator_webhook_duplicates",
             "Deliveries answered with the job an earlier delivery of the same version created.",

@@ -44,6 +44,8 @@ class ServiceSettings(BaseModel):
     call_timeout_s: float = Field(default=30.0, gt=0)
     """A call to Ray or W&B that takes longer is answered 503 (W&B retries; the submission id is the same)."""
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    outage_check_s: float = Field(default=60.0, gt=0)
+    """How often the service looks for its jobs that exited 3 (an outage) to resubmit them, once each."""
 
     @field_validator("webhook_secret")
     @classmethod

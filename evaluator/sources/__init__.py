@@ -1,21 +1,30 @@
 """Policy URI -> checkpoints. One module per scheme; the registry maps schemes to lazy modules.
 
-Each scheme module provides `candidates(uri, settings) -> [Candidate]` in training order; `resolve` applies
-the checkpoint selection, then fetches only the chosen ones. A candidate whose bytes cannot be fetched
-intact (e.g. a W&B file failing `verify()`) becomes a checkpoint with an `error`: it fails alone.
+Each scheme module provides `candidates(uri, settings) -> [Candidate]` in training order, and
+`uri_version(uri) -> str | None`, the version the URI itself names (`wandb://e/p/run:v3`, `.../run:v30/`), if
+any. `resolve` refuses a URI naming a version together with a selection other than `latest` (one would
+silently override the other), applies the selection, then fetches only the chosen checkpoints.
+
+A chosen checkpoint whose bytes cannot be fetched intact fails alone: its object vanished or is denied, a
+W&B file is gone, the connection dropped mid-download (after the client's own retries), a download fails
+`verify()`; it becomes a checkpoint with an `error` and the others are evaluated. Listing a source, on the
+other hand, fails the whole run: a missing bucket or a rejected key is bad usage, an unreachable service an
+outage (sim.errors).
+
+Light on purpose (no mettagrid, no torch): the webhook service and the outputs import `path_of` from here.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from evaluator.sources.selection import select
-from sim.errors import PolicyError, UsageError
+from sim.errors import EvaluatorError, UsageError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -64,28 +73,52 @@ SCHEMES: dict[str, str] = {
     "s3": "evaluator.sources.s3",
     "wandb": "evaluator.sources.wandb",
 }
-"""scheme -> module with `candidates(uri, settings) -> list[Candidate]`."""
+"""scheme -> module with `candidates(uri, settings) -> list[Candidate]` and `uri_version(uri)`."""
+
+
+def scheme_of(uri: str) -> str:
+    """`s3` of `s3://b/k`; a URI without a scheme is a path (`file`)."""
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+def path_of(uri: str) -> Path:
+    """The local path of a `file://` URI or a plain path."""
+    if uri.startswith("file://"):
+        parsed = urlparse(uri)
+        return Path(unquote(parsed.netloc + parsed.path)).expanduser()
+    return Path(uri).expanduser()
 
 
 def resolve(policy_uri: str, selector: str = "latest", settings: SourceSettings | None = None) -> list[Checkpoint]:
-    """The selected checkpoints of a policy URI, in training order. A URI without a scheme is a path."""
+    """The selected checkpoints of a policy URI, in training order."""
     settings = settings or SourceSettings()
-    scheme = policy_uri.split("://", 1)[0] if "://" in policy_uri else "file"
+    scheme = scheme_of(policy_uri)
     if scheme not in SCHEMES:
-        suggestion = difflib.get_close_matches(scheme, list(SCHEMES), n=1)
-        hint = f" (did you mean {suggestion[0]}://?)" if suggestion else ""
-        raise UsageError(
-            f"unknown policy URI scheme {scheme!r} in {policy_uri!r}{hint}; supported: "
-            + ", ".join(f"{s}://" for s in sorted(SCHEMES))
-        )
-    found = importlib.import_module(SCHEMES[scheme]).candidates(policy_uri, settings)
+        hint = did_you_mean(scheme, SCHEMES, lambda known: f"{known}://")
+        supported = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise UsageError(f"unknown policy URI scheme {scheme!r} in {policy_uri!r}{hint}; supported: {supported}")
+    source = importlib.import_module(SCHEMES[scheme])
+    check_not_overridden(policy_uri, source.uri_version(policy_uri), selector)
+    found = source.candidates(policy_uri, settings)
     chosen = select(found, [c.version for c in found], selector, policy_uri)
-    return [_fetch(candidate) for candidate in chosen]
+    return [fetch(candidate) for candidate in chosen]
 
 
-def _fetch(candidate: Candidate) -> Checkpoint:
+def check_not_overridden(policy_uri: str, version: str | None, selector: str) -> None:
+    """A URI naming one version and a selection of others contradict each other: refuse, naming both
+    (selecting exactly the version the URI names is no contradiction)."""
+    if version is not None and selector.replace(" ", "") not in ("latest", version):
+        raise UsageError(
+            f"{policy_uri} names version {version}, which --checkpoints {selector} would override; drop the "
+            f"version from the URI to select among its checkpoints, or drop --checkpoints to evaluate {version}"
+        )
+
+
+def fetch(candidate: Candidate) -> Checkpoint:
+    """The candidate's bytes and digest, or, when they cannot be had (any of our errors: gone, denied, cut off,
+    corrupt, unreachable), the checkpoint with its `error`: it fails alone."""
     try:
         data = candidate.fetch()
-    except PolicyError as exc:
+    except EvaluatorError as exc:
         return Checkpoint(candidate.name, candidate.uri, candidate.version, digest="", error=str(exc))
     return Checkpoint(candidate.name, candidate.uri, candidate.version, digest_of(data), data)

@@ -15,13 +15,14 @@ import re
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from mettagrid.policy.submission import POLICY_MANIFEST_FILENAME, POLICY_SPEC_FILENAME
 
-from evaluator.sources import Candidate, SourceSettings
+from evaluator.sources import Candidate, SourceSettings, path_of
 from evaluator.sources.selection import EpochOf, by_epoch, metta_epoch
-from sim.errors import UsageError
+from sim.errors import PolicyError, UsageError
+
+__all__ = ["candidates", "path_of", "uri_version"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".zip", ".ts", ".jit", ".torchscript")
 SPEC_FILENAMES = (POLICY_SPEC_FILENAME, POLICY_MANIFEST_FILENAME)
@@ -59,11 +60,10 @@ def is_hidden_or_state(name: str) -> bool:
     return name.startswith(".") or name in NOT_CHECKPOINTS
 
 
-def path_of(uri: str) -> Path:
-    if uri.startswith("file://"):
-        parsed = urlparse(uri)
-        return Path(unquote(parsed.netloc + parsed.path)).expanduser()
-    return Path(uri).expanduser()
+def uri_version(uri: str) -> str | None:
+    """The version a path names: `v30` of Metta's `run:v30/` or `run:v30.zip`; a plain file names none."""
+    epoch = epoch_of(path_of(uri).name)
+    return f"v{epoch[1]}" if epoch else None
 
 
 def natural_key(name: str) -> list[object]:
@@ -88,7 +88,10 @@ def epoch_of(name: str) -> EpochOf | None:
 
 def _candidate(path: Path, uri: str, position: int) -> Candidate:
     def fetch() -> bytes:
-        return zip_directory(path) if path.is_dir() else path.read_bytes()
+        try:
+            return zip_directory(path) if path.is_dir() else path.read_bytes()
+        except OSError as exc:  # removed or made unreadable since it was listed
+            raise PolicyError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     epoch = epoch_of(path.name)
     name, version = (epoch[0], f"v{epoch[1]}") if epoch else (checkpoint_name(path.name), f"v{position}")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from evaluator.s3 import S3Location, client, parse_s3_uri, s3_errors
+from evaluator.s3 import S3Location, client, download, parse_s3_uri, s3_errors
 from evaluator.sources import Candidate, SourceSettings
 from evaluator.sources.files import (
     CHECKPOINT_SUFFIXES,
@@ -60,6 +60,12 @@ def candidates(uri: str, settings: SourceSettings) -> list[Candidate]:
     found = [_member_candidate(s3, location.bucket, key, bundles.get(key), i) for i, key in enumerate(members, 1)]
     labels = [_basename(key) or location.bucket for key in members]
     return by_epoch(found, [epoch_of(label) for label in labels], labels, uri)
+
+
+def uri_version(uri: str) -> str | None:
+    """The version a key names: `v30` of Metta's `run:v30/`, `run:v30` or `run:v30.zip`; a plain key names none."""
+    epoch = epoch_of(_basename(uri.removeprefix("s3://")))
+    return f"v{epoch[1]}" if epoch else None
 
 
 def _list(s3, location: S3Location) -> list[str]:
@@ -126,8 +132,7 @@ def _bundle_candidate(s3, bucket: str, root: str, keys: list[str], position: int
 
 
 def _read(s3, location: S3Location) -> bytes:
-    with s3_errors(location.uri):
-        return s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+    return download(s3, location)
 
 
 def _named(label: str, uri: str, position: int, fetch: Callable[[], bytes]) -> Candidate:

@@ -5,10 +5,10 @@ Forms (the mapping is ours; wandb's client neither knows `wandb://` nor accepts 
   `<entity>/<project>/<run_name>` of type `model`;
 - `wandb://<entity>/<project>/<artifact>[:<version>]`;
 - `wandb://run/<run_name>[:<version>]`: WANDB_ENTITY / WANDB_PROJECT from the settings.
-`<version>` is `vN` or any alias. With a version, that one checkpoint is evaluated; without, the
-collection's versions (`api.artifacts(type, name)`) go through `--checkpoints`. Each version is downloaded
-once into a content-addressed cache under DATA_DIR and checked with `verify()` (download alone does not catch
-corrupted bytes).
+`<version>` is `vN` or any alias. With a version, that one checkpoint is evaluated (and `--checkpoints` other
+than `latest` is refused: it would be ignored); without, the collection's versions (`api.artifacts(type,
+name)`) go through `--checkpoints`. Each version is downloaded once into a content-addressed cache under
+DATA_DIR and checked with `verify()` (download alone does not catch corrupted bytes).
 
 Metta's checkpoints: Metta logs each checkpoint as a `model` artifact whose metadata holds its `epoch` (and
 `run_name`): `metta/rl/checkpoint_manager.py` + `metta/rl/wandb.py` (collection `<run>`, file `model.pt`,
@@ -72,9 +72,14 @@ def parse_wandb_uri(uri: str, settings: SourceSettings) -> ArtifactRef:
     raise UsageError(f"malformed W&B URI {uri!r}; expected {FORMS}")
 
 
+def uri_version(uri: str) -> str | None:
+    """The version or alias after the artifact's name (`v3`, `latest`, `best`), if the URI has one."""
+    return parse_wandb_uri(uri, SourceSettings()).version
+
+
 def candidates(uri: str, settings: SourceSettings) -> list[Candidate]:
     ref = parse_wandb_uri(uri, settings)
-    client = api(require_key(settings.wandb_api_key, uri))
+    client = api(require_key(settings.wandb_api_key, uri), uri)
     with wandb_errors(uri):
         if ref.version:
             artifacts = [client.artifact(f"{ref.collection}:{ref.version}", type=ref.type)]
@@ -132,22 +137,31 @@ def _candidate(artifact, ref: ArtifactRef, settings: SourceSettings, epoch: Epoc
 
 
 def _fetch(artifact, uri: str, settings: SourceSettings) -> bytes:
-    """Download into `cache/wandb/<artifact digest>/` once; later runs reuse the verified copy."""
+    """Download into `cache/wandb/<artifact digest>/` once; later runs reuse the verified copy. A download that
+    fails (a file gone, the connection cut off after the client's retries) or fails `verify()` leaves nothing
+    behind and raises, failing this checkpoint alone."""
     root = settings.cache_dir / "wandb" / artifact.digest
     if not (root / ".verified").exists():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=".download-"))
         try:
-            with wandb_errors(uri):
-                artifact.download(root=str(staging), skip_cache=True)
-            artifact.verify(root=str(staging))
-        except ValueError as exc:
+            _download_verified(artifact, staging, uri)
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            raise PolicyError(f"{uri} failed verification ({exc}); the download is corrupt") from None
+            raise
         (staging / ".verified").touch()
         shutil.rmtree(root, ignore_errors=True)
         staging.rename(root)
     return checkpoint_bytes(root, uri)
+
+
+def _download_verified(artifact, staging: Path, uri: str) -> None:
+    with wandb_errors(uri):
+        artifact.download(root=str(staging), skip_cache=True)
+    try:
+        artifact.verify(root=str(staging))
+    except ValueError as exc:
+        raise PolicyError(f"{uri} failed verification ({exc}); the download is corrupt") from None
 
 
 def checkpoint_bytes(root: Path, uri: str) -> bytes:

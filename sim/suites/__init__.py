@@ -5,7 +5,6 @@ Unknown names fail with a suggestion and the list of known suites (lm-evaluation
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim.envs import EnvSpec
-from sim.errors import SuiteError
+from sim.errors import SuiteError, did_you_mean
 
 
 class Suite(BaseModel):
@@ -76,8 +75,7 @@ def get_suite(name_or_path: str) -> Suite:
         from sim.suites.files import load_suite_file
 
         return load_suite_file(Path(name_or_path))
-    suggestion = difflib.get_close_matches(name_or_path, list(SUITES), n=1)
-    hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
+    hint = did_you_mean(name_or_path, SUITES)
     raise SuiteError(
         f"unknown suite {name_or_path!r}{hint}; known suites: {', '.join(sorted(SUITES))}, "
         "or pass a suite file path (.yaml/.json)"

@@ -44,7 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim.envs import HEART_SOURCE_ALIASES, NAME_TO_CHAR, AsciiMap, EnvSpec, MapSpec
-from sim.errors import SuiteError
+from sim.errors import SuiteError, validation_line
 from sim.suites import Suite
 
 PLAIN_MAP_CHARS: dict[str, str] = {**{char: name for name, char in NAME_TO_CHAR.items()}, "a": "assembler"}
@@ -91,7 +91,7 @@ def load_suite_file(path: Path) -> Suite:
         envs = tuple(_env_spec(i, entry, raw, path) for i, entry in enumerate(raw.envs))
         return Suite(name=raw.name or path.stem, seed=raw.seed, description=raw.description, envs=envs)
     except ValidationError as exc:
-        raise SuiteError(f"suite file {path}: {_describe(exc)}") from None
+        raise SuiteError(f"suite file {path}: {validation_line(exc)}") from None
 
 
 def _parse(path: Path) -> Any:
@@ -128,7 +128,7 @@ def _env_spec(index: int, entry: _EnvEntry, suite: _SuiteFile, path: Path) -> En
         field = str(loc[0]) if loc else ""
         from_suite = field in LAYOUT_FIELDS and getattr(entry, field) is None
         where = field if from_suite else ".".join(part for part in (f"envs.{index}", field) if part)
-        raise SuiteError(f"suite file {path}: {where}: {_describe(exc, with_location=False)}") from None
+        raise SuiteError(f"suite file {path}: {where}: {validation_line(exc, located=False)}") from None
 
 
 def _layout_value(name: str, entry: _EnvEntry, suite: _SuiteFile) -> Any:
@@ -148,7 +148,7 @@ def read_map_file(path: Path) -> AsciiMap:
     try:
         return AsciiMap(rows=rows)
     except ValidationError as exc:
-        raise SuiteError(f"map file {path}: {_describe(exc)}") from None
+        raise SuiteError(f"map file {path}: {validation_line(exc)}") from None
 
 
 def _mettagrid_yaml_rows(text: str, path: Path) -> tuple[str, ...] | None:
@@ -184,11 +184,3 @@ def _canonical_rows(lines: list[str], legend: dict[str, str], path: Path) -> tup
         raise SuiteError(f"map file {path} uses objects {unknown}; supported: {supported}")
     table = str.maketrans({char: NAME_TO_CHAR[name] for char, name in names.items()})
     return tuple(line.translate(table) for line in lines)
-
-
-def _describe(exc: ValidationError, with_location: bool = True) -> str:
-    """pydantic's first error as one line: `envs.0.max_steps: Field required`."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) if with_location else ""
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message

@@ -24,7 +24,9 @@ Inspection: ``fake.runs[(entity, project, run_id)]`` -> ``FakeRun`` (``summary``
 ``used_artifacts``); ``fake.artifacts`` -> ``FakeArtifact``s logged by clients (``type``, ``name``,
 ``version``, ``aliases``, ``files``, ``run_id``); ``fake.collections[(entity, project, name)]`` -> all
 versions; ``fake.requests`` -> every request in order. Seeding: ``add_artifact_version``, ``corrupt_file``.
-Failure injection: ``fake.down = True`` (503 for everything), a wrong API key (401).
+Failure injection: ``fake.down = True`` (503 for everything), a wrong API key (401), ``fake.fail_file(art, name,
+status)`` (that file's download answers 404, 403, ... or, with ``DROP``, is cut off halfway),
+``fake.fail_graphql(operation, message, status)`` (a GraphQL operation answered with an error).
 
 Wire protocol (wandb 0.31): all GraphQL, including the public ``wandb.Api``'s, goes through the Go
 ``wandb-core`` process (``POST /graphql`` with HTTP basic auth ``api:<key>``); artifact manifests and files
@@ -59,6 +61,9 @@ import pytest
 DEFAULT_API_KEY = "fake" + "0" * 36
 """40 characters, like a real W&B key."""
 
+DROP = 0
+"""``fail_file(..., status=DROP)``: the server announces the whole body, sends half, and closes the connection."""
+
 DEFAULT_ENTITY = "ent"
 DEFAULT_USER = "fake-user"
 
@@ -71,6 +76,10 @@ def b64_md5(data: bytes) -> str:
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
+
+_FALLBACK_URL = re.compile(r"/artifactsV2/[^/]+/([^/]+)/([^/]+)/([^/]+)/(?:[^/]*/)?[^/]*/([0-9a-f]{32})/([^/]+)")
+"""`{base}/artifactsV2/<region>/<entity>/<project>/<collection>/[<artifact id>/]<birth id>/<md5 hex>/<file>`:
+where wandb's storage policy downloads a file when its directUrl failed (wandb_storage_policy._file_url)."""
 
 _IDS = itertools.count(1)
 """Process-wide, so ids never repeat across fakes (the client caches artifacts by id)."""
@@ -111,6 +120,8 @@ class FakeArtifact:
     """The run that logged it (``runName`` of ``CreateArtifact``), for client-logged artifacts."""
     served: dict[str, bytes] = field(default_factory=dict)
     """File bodies served instead of ``files`` (``corrupt_file``); the manifest keeps the true digests."""
+    failing: dict[str, int] = field(default_factory=dict)
+    """File name -> how its download fails (``fail_file``): an HTTP status, or ``DROP`` (connection cut)."""
     manifest: dict[str, Any] | None = None
     """The manifest JSON (built for seeded artifacts, uploaded by the client for logged ones)."""
     used_by: list[str] = field(default_factory=list)
@@ -212,10 +223,13 @@ class FakeWandb:
         self.collections: dict[tuple[str, str, str], list[FakeArtifact]] = {}
         self._by_id: dict[str, FakeArtifact] = {}
         self._blobs: dict[str, Callable[[], bytes]] = {}
+        self._blob_failures: dict[str, Callable[[], int | None]] = {}
         self._uploads: dict[str, _Upload] = {}
         self._pending: dict[str, FakeArtifact] = {}
         self._manifest_ids: dict[str, str] = {}
         self._lock = threading.RLock()
+        self.graphql_failures: dict[str, tuple[str, int]] = {}
+        """GraphQL operation -> (message, HTTP status) it is answered with (``fail_graphql``)."""
         self.down = False
         """When True, every request is answered 503 (which the clients retry) and recorded as ``... (down)``."""
         self._server: ThreadingHTTPServer | None = None
@@ -342,6 +356,19 @@ class FakeWandb:
             body = bytes([true[0] ^ 0xFF]) + true[1:] if true else b"x"
         artifact.served[name] = body
 
+    def fail_file(self, artifact: FakeArtifact, name: str, status: int = 404) -> None:
+        """Make every download of ``name`` fail: answered with HTTP ``status`` (404: the object vanished from
+        storage; 403: denied), or with ``status=DROP`` the connection is cut halfway through the body."""
+        with self._lock:
+            artifact.failing[name] = status
+
+    def fail_graphql(self, operation: str, message: str, status: int = 200) -> None:
+        """Answer every ``operation`` (e.g. ``ArtifactMembershipByName``) with a GraphQL error: ``message`` with
+        HTTP ``status`` (200: the server's answer to a request it refuses, as for a permission error; 500: a
+        server failure, which the client retries)."""
+        with self._lock:
+            self.graphql_failures[operation] = (message, status)
+
     @property
     def artifacts(self) -> list[FakeArtifact]:
         """Artifacts logged by clients (``run.log_artifact``), in creation order."""
@@ -409,11 +436,21 @@ class FakeWandb:
 
     def _file_url(self, art: FakeArtifact, name: str) -> str:
         key = hashlib.md5(f"{art.id}/{name}".encode()).hexdigest()
+        self._blob_failures[key] = lambda: art.failing.get(name)
         return self._blob_url(key, name, lambda: art.served.get(name, art.files[name]))
 
     def _manifest_url(self, art: FakeArtifact) -> str:
         key = hashlib.md5(f"{art.id}/manifest".encode()).hexdigest()
         return self._blob_url(key, "wandb_manifest.json", lambda: json.dumps(art.manifest).encode())
+
+    def _failing_fallback(self, entity: str, project: str, name: str, hexhash: str, filename: str) -> int | None:
+        """The injected failure of the file a fallback download URL names (by content hash), if any."""
+        with self._lock:
+            for art in self.collections.get((entity, project, name), []):
+                body = art.files.get(filename)
+                if body is not None and filename in art.failing and hashlib.md5(body).hexdigest() == hexhash:
+                    return art.failing[filename]
+        return None
 
     # ------------------------------------------------------------------ internals: runs
     def _run(self, entity: str, project: str, run_id: str) -> FakeRun:
@@ -849,6 +886,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.errors.append(f"{line}: {message}")
         self._send(400, {"errors": [{"message": f"fake_wandb: {message}"}]})
 
+    def _fail_download(self, status: int, blob: Callable[[], bytes]) -> None:
+        """``fail_file``: an error status, or (DROP) half the announced body and a closed connection."""
+        if status != DROP:
+            self._send(status, {"error": f"fake_wandb: injected HTTP {status}"})
+            return
+        with self.fake._lock:
+            content = blob()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content[: len(content) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(2)
+
     def _debug(self, line: str, body: bytes) -> None:
         if self.fake._debug_log:
             with open(self.fake._debug_log, "a") as f:
@@ -882,12 +936,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._debug(line, body)
         if self.command in ("GET", "HEAD") and (m := re.fullmatch(r"/_fake/blob/([0-9a-f]+)/.*", path)):
             blob = fake._blobs.get(m.group(1))
+            failure = fake._blob_failures.get(m.group(1), lambda: None)()
             if blob is None:
                 self._unknown(line, body)
+            elif failure is not None:
+                self._fail_download(failure, blob)
             else:
                 with fake._lock:
                     content = blob()
                 self._send(200, content, "application/octet-stream")
+            return
+        if self.command == "GET" and (m := _FALLBACK_URL.fullmatch(path)):
+            # The client's fallback after a failed directUrl download: the server's own download handler.
+            failure = fake._failing_fallback(*(unquote(g) for g in m.groups()))
+            if failure is None:
+                self._unknown(line, body)
+            else:
+                self._fail_download(failure, lambda: b"")
             return
         if self.command == "PUT" and (m := re.fullmatch(r"/_fake/upload/([^/]+)", path)):
             upload = fake._uploads.get(m.group(1))
@@ -933,6 +998,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             fake.auth_failures.append(line)
             self._send(401, {"errors": [{"message": "user is not logged in"}]})
+            return
+        if (failure := fake.graphql_failures.get(op or "")) is not None:
+            self._send(failure[1], {"data": None, "errors": [{"message": failure[0]}]})
             return
         handler = _Ops.__dict__.get(op or "")
         if not isinstance(handler, staticmethod):
