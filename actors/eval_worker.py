@@ -49,7 +49,7 @@ class EvalWorker:
         device: str = "cpu",
         gpu_ids: list[str] | None = None,
         num_threads: int = 1,
-        cache_size: int = 4,
+        policy_cache_size: int = 4,
         lockstep_envs: int = DEFAULT_LOCKSTEP_ENVS,
         node_id: str = "",
         trust_remote_code: bool = False,
@@ -57,8 +57,8 @@ class EvalWorker:
         self._trust_remote_code = trust_remote_code
         self._gpu_ids = [str(i) for i in gpu_ids or []]
         self._device = resolve_device(device, self._gpu_ids, torch.cuda.is_available())
-        self._cache: OrderedDict[str, BatchPolicy] = OrderedDict()
-        self._cache_size = max(1, cache_size)
+        self._policies: OrderedDict[str, BatchPolicy] = OrderedDict()
+        self._policy_cache_size = max(1, policy_cache_size)
         self._lockstep_envs = lockstep_envs
         self._node_id = node_id
         self._name = f"worker-{os.getpid()}"
@@ -99,19 +99,19 @@ class EvalWorker:
             loads=self._loads,
             hits=self._hits,
             loaded_checkpoints=tuple(self._loaded),
-            cached_policies=len(self._cache),
+            cached_policies=len(self._policies),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         )
 
     def _policy(self, uri: str, digest: str, data: bytes) -> tuple[BatchPolicy, bool]:
-        if digest in self._cache:
-            self._cache.move_to_end(digest)
+        if digest in self._policies:
+            self._policies.move_to_end(digest)
             self._hits += 1
-            return self._cache[digest], False
+            return self._policies[digest], False
         policy = load_policy(uri, data, self._device, trust_remote_code=self._trust_remote_code)
         self._loads += 1
         self._loaded.append(digest)
-        self._cache[digest] = policy
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._policies[digest] = policy
+        if len(self._policies) > self._policy_cache_size:
+            self._policies.popitem(last=False)
         return policy, True

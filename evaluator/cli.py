@@ -316,7 +316,7 @@ def sweep(
     markers: Markers = False,
     progress: ShowProgress = True,
 ) -> None:
-    """Evaluate only the checkpoints not yet in the results cache, each once even when sweeps overlap
+    """Evaluate only the checkpoints not yet in the results store, each once even when sweeps overlap
     (leases in DATA_DIR/leases); print every checkpoint's state and the report of what was evaluated."""
     from datetime import UTC, datetime
 

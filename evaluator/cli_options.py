@@ -22,7 +22,7 @@ from evaluator.markers import MARKER_END, MARKER_START
 Suite = Annotated[str, typer.Option(envvar="SIMULATION_SUITE", help="Suite name or suite file (.yaml/.json).")]
 DeviceOption = Annotated[Device, typer.Option("--device", envvar="DEVICE", help="Where policies run.")]
 DataDir = Annotated[
-    Path, typer.Option(envvar="DATA_DIR", help="Where runs, the results cache and checkpoint downloads are written.")
+    Path, typer.Option(envvar="DATA_DIR", help="Where runs, the results store and the download cache are written.")
 ]
 RunName = Annotated[str, typer.Option(envvar="RUN_NAME", help="Run directory name [default: eval_/sweep_<UTC time>].")]
 OutputUri = Annotated[
@@ -41,7 +41,9 @@ NumWorkers = Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Ray 
 CpusPerWorker = Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")]
 GpusPerWorker = Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")]
 ShardSize = Annotated[int, typer.Option(help="Episodes per work unit (at most; split evenly).")]
-CacheSize = Annotated[int, typer.Option(help="Loaded policies each actor keeps (LRU).")]
+PolicyCacheSize = Annotated[
+    int, typer.Option("--policy-cache-size", "--cache-size", help="Loaded policies each actor keeps (LRU).")
+]
 Replays = Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")]
 UnitTimeout = Annotated[
     float | None,
@@ -51,7 +53,14 @@ MaxAttempts = Annotated[int, typer.Option(help="Tries per work unit (worker deat
 TrustRemoteCode = Annotated[
     bool, typer.Option(help="Run code shipped inside mettagrid submission archives. Only for archives you trust.")
 ]
-UseCache = Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse episode results cached in DATA_DIR.")]
+ReuseResults = Annotated[
+    bool,
+    typer.Option(
+        "--reuse-results/--no-reuse-results",
+        "--cache/--no-cache",
+        help="Reuse episodes already in the results store (DATA_DIR/cache/results).",
+    ),
+]
 RayAddress = Annotated[
     str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally].")
 ]
@@ -117,7 +126,7 @@ WaitForLeases = Annotated[
 ]
 IncludeCached = Annotated[
     bool,
-    typer.Option(help="Also report checkpoints already in the results cache (from the cache, nothing replayed)."),
+    typer.Option(help="Also report checkpoints already in the results store (from the cache, nothing replayed)."),
 ]
 Markers = Annotated[
     bool, typer.Option(help=f"Wrap the JSON in {MARKER_START} / {MARKER_END} lines (for Ray job logs).")
@@ -183,12 +192,12 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "cpus_per_worker": CpusPerWorker,
     "gpus_per_worker": GpusPerWorker,
     "shard_size": ShardSize,
-    "cache_size": CacheSize,
+    "policy_cache_size": PolicyCacheSize,
     "replays": Replays,
     "unit_timeout": UnitTimeout,
     "max_attempts": MaxAttempts,
     "trust_remote_code": TrustRemoteCode,
-    "use_cache": UseCache,
+    "reuse_results": ReuseResults,
     "ray_address": RayAddress,
     "wandb_entity": WandbEntity,
     "wandb_project": WandbProject,

@@ -1,4 +1,4 @@
-"""The collector: takes episode results as units finish (and from the results cache), writes each replay
+"""The collector: takes episode results as units finish (and from the results store), writes each replay
 when it arrives, and keeps what the report is reduced from once, at the end (`evaluator.report_assembly`).
 """
 

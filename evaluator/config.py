@@ -50,16 +50,16 @@ class EvalConfig(BaseModel):
     gpus_per_worker: float = Field(default=1.0, gt=0, le=8)
     shard_size: int = Field(default=32, ge=1)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
-    cache_size: int = Field(default=4, ge=1)
-    """Loaded policies each worker keeps (LRU)."""
+    policy_cache_size: int = Field(default=4, ge=1)
+    """The worker's policy cache: loaded policies each worker keeps (LRU)."""
     max_attempts: int = Field(default=3, ge=1)
     """Tries per work unit before its checkpoint is marked failed (worker deaths, crashes)."""
     unit_timeout: float | None = Field(default=None, gt=0)
     """Seconds a work unit may run before it fails and its worker is replaced (a hung policy or env)."""
     trust_remote_code: bool = False
     """Let mettagrid submission archives run the code they ship (bundled modules, setup scripts)."""
-    use_cache: bool = True
-    """Reuse episode results cached in DATA_DIR (--no-cache plays everything again)."""
+    reuse_results: bool = True
+    """Reuse the episode results store in DATA_DIR (--no-reuse-results plays everything again)."""
     replays: bool = True
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None

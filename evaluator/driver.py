@@ -67,7 +67,7 @@ def evaluate(
         for checkpoint in (resolved[uri] if resolved is not None else resolve(uri, config.checkpoints, settings))
     ]
     run_dir = config.data_dir / config.run_name
-    cache = ResultsCache(config.data_dir) if config.use_cache else None
+    cache = ResultsCache(config.data_dir) if config.reuse_results else None
     collector = Collector(run_dir, entries, suite)
     cached = collector.add_cached(cache, replays=config.replays) if cache else set()
     fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]

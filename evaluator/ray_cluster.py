@@ -93,7 +93,7 @@ def worker_factory(config: EvalConfig) -> Callable[[], ray.actor.ActorHandle]:
         return actor.remote(
             device=config.device.value,
             num_threads=threads,
-            cache_size=config.cache_size,
+            policy_cache_size=config.policy_cache_size,
             trust_remote_code=config.trust_remote_code,
         )
 

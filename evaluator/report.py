@@ -69,7 +69,7 @@ class Timing(_Model):
     agent_steps: int = Field(description="agent-steps of the episodes played in this run (cached ones excluded)")
     agent_steps_per_s: float = Field(description="agent_steps / evaluation_s")
     episodes: int
-    episodes_cached: int = Field(default=0, description="episodes taken from the results cache, not played")
+    episodes_cached: int = Field(default=0, description="episodes taken from the results store, not played")
     policy_loads: int = Field(description="checkpoint loads over all workers (cache misses)")
     workers: int
     workers_replaced: int = Field(default=0, description="workers that died or hung and were replaced")

@@ -1,4 +1,4 @@
-"""Episode results cached in DATA_DIR, so an interrupted or repeated evaluation only plays what is missing.
+"""Episode results stored in DATA_DIR, so an interrupted or repeated evaluation only plays what is missing.
 
 Key: (checkpoint digest, environment spec hash, episode seed, evaluator version). An episode's outcome is
 a function of exactly these (DESIGN.md: seeds depend only on suite seed, env and index), so a cached

@@ -1,7 +1,7 @@
-"""`policy-evaluator sweep`: evaluate only the checkpoints the results cache does not hold yet, and each of
+"""`policy-evaluator sweep`: evaluate only the checkpoints the results store does not hold yet, and each of
 them once, even when sweeps overlap (the nightly RayCronJob, the webhook service's jobs, a person).
 
-The results cache (`evaluator.results_cache`) is the memory of what was evaluated: a checkpoint is done when
+The results store (`evaluator.results_cache`) is the memory of what was evaluated: a checkpoint is done when
 every episode of the suite is cached under its content digest (and episode 0 with its replay when replays
 are on). A sweep lists every checkpoint of each configured policy URI, skips the done ones, takes a lease on
 each of the others, looks at the cache again under the lease (a sweep that finished it meanwhile has released
@@ -50,8 +50,8 @@ class SweepConfig(BaseModel):
 
     @model_validator(mode="after")
     def _needs_the_cache(self) -> SweepConfig:
-        if not self.evaluation.use_cache:
-            raise ValueError("a sweep needs the results cache (it is how it knows what was evaluated)")
+        if not self.evaluation.reuse_results:
+            raise ValueError("a sweep needs the results store (it is how it knows what was evaluated)")
         return self
 
 

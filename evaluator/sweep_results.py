@@ -15,7 +15,7 @@ class CheckpointState(StrEnum):
     EVALUATED = "evaluated"
     """This sweep held its lease and played its missing episodes."""
     CACHED = "cached"
-    """Every episode already in the results cache (reported from it with --include-cached)."""
+    """Every episode already in the results store (reported from it with --include-cached)."""
     LEASED_ELSEWHERE = "leased_elsewhere"
     """Another sweep holds its lease: it is being evaluated there."""
     DUPLICATE = "duplicate"
@@ -32,7 +32,7 @@ class SweptCheckpoint(BaseModel):
     version: str
     digest: str
     state: CheckpointState
-    missing_episodes: int = Field(description="episodes not in the results cache when the sweep looked")
+    missing_episodes: int = Field(description="episodes not in the results store when the sweep looked")
     holder: str | None = Field(default=None, description="the lease holder, for leased_elsewhere")
     error: str | None = None
 

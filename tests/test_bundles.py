@@ -184,7 +184,7 @@ def test_recurrent_report_is_identical_for_one_and_two_workers(tmp_path: Path):
             episodes=4,
             shard_size=1 if workers == 2 else 4,
             num_workers=workers,
-            use_cache=False,
+            reuse_results=False,
             replays=False,
             data_dir=tmp_path / f"w{workers}",
         )

@@ -98,7 +98,7 @@ def test_same_metrics_for_one_and_two_workers(tmp_path: Path, checkpoint_dir: Pa
             shard_size=shard_size,
             episodes=3,
             data_dir=tmp_path,
-            use_cache=False,
+            reuse_results=False,
         )
         report = evaluate(config).report
         assert report.timing.episodes_cached == 0 and report.timing.workers == workers

@@ -79,7 +79,7 @@ def test_removing_a_node_mid_run_loses_nothing(two_node_cluster, tmp_path: Path)
         episodes=24,
         shard_size=2,
         num_workers=4,
-        use_cache=False,
+        reuse_results=False,
         replays=False,
         data_dir=tmp_path,
     )

@@ -43,7 +43,7 @@ def walls_config(tmp_path: Path, **overrides) -> EvalConfig:
         episodes=24,
         shard_size=2,
         num_workers=2,
-        use_cache=False,
+        reuse_results=False,
         replays=False,
         data_dir=tmp_path,
     )
@@ -60,7 +60,7 @@ def test_killed_worker_loses_nothing(tmp_path: Path):
         shard_size=2,
         num_workers=2,
         trust_remote_code=True,
-        use_cache=False,
+        reuse_results=False,
         replays=False,
         data_dir=tmp_path,
     )

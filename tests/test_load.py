@@ -26,7 +26,7 @@ def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
         suite="smoke",
         episodes=1,
         num_workers=2,
-        cache_size=4,
+        policy_cache_size=4,
         replays=False,
         data_dir=tmp_path / "data",
     )

@@ -97,7 +97,7 @@ def test_worker_caches_policies_lru_and_reports_errors(checkpoint_dir: Path):
     [first, second] = resolve(str(checkpoint_dir), "all")
     units = make_plan([first, second], SMOKE.with_episodes(1), shard_size=1, replays=False)
     data = {first.digest: first.data, second.digest: second.data}
-    worker = EvalWorker(cache_size=1)
+    worker = EvalWorker(policy_cache_size=1)
     results = [worker.run(unit, data[unit.checkpoint_digest]) for unit in units + units[:1]]
     assert [r.loaded for r in results] == [True, False, True, False, True]
     stats = worker.stats()

@@ -53,7 +53,7 @@ def test_second_run_plays_nothing_and_reports_the_same(tmp_path: Path):
         c.metrics for p in first.policies for c in p.checkpoints
     ]
     assert second.policies[0].checkpoints[0].replay_url
-    forced = evaluate(config.model_copy(update={"run_name": "forced", "use_cache": False})).report
+    forced = evaluate(config.model_copy(update={"run_name": "forced", "reuse_results": False})).report
     assert forced.timing.episodes_cached == 0 and forced.timing.episodes == 6
 
 

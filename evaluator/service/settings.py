@@ -10,7 +10,7 @@ from evaluator.secrets import SECRET_VARIABLES
 DEFAULT_ENTRYPOINT = "policy-evaluator sweep --markers --no-progress --include-cached --wait-for-leases 3600"
 """The job a delivery starts. `sweep` (not `entrypoint`) so that a webhook job and the nightly sweep never
 evaluate the same checkpoint twice: it takes the checkpoint's lease in DATA_DIR, waits up to an hour for a
-sweep that holds it, and reports from the results cache when the checkpoint is already evaluated."""
+sweep that holds it, and reports from the results store when the checkpoint is already evaluated."""
 
 DEFAULT_POLICY_URI = "wandb://{entity}/{project}/{name}:{version}"
 """POLICY_URI of the job, from the pinned artifact version's parts."""

@@ -59,8 +59,10 @@ class SourceSettings:
     wandb_api_key: str | None = field(default=None, repr=False)
 
     @property
-    def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+    def download_cache_dir(self) -> Path:
+        """The download cache: W&B artifact versions, verified, by content digest. Not the results store
+        (`DATA_DIR/cache/results`, episode results) nor a worker's policy cache (loaded policies, in memory)."""
+        return self.data_dir / "cache" / "wandb"
 
 
 def digest_of(data: bytes) -> str:

@@ -107,7 +107,7 @@ def zip_directory(root: Path, exclude: tuple[str, ...] = ()) -> bytes:
 def zip_members(members: Iterable[tuple[str, Callable[[], bytes]]]) -> bytes:
     """A deterministic zip of `(posix name, reader)` pairs: sorted by path components, fixed timestamps,
     `__pycache__` left out. A directory zipped here and the same files from S3 get the same bytes, hence the
-    same digest (the results cache's key); each reader is called once, in order, so only one member's bytes
+    same digest (the results store's key); each reader is called once, in order, so only one member's bytes
     are held at a time besides the archive."""
     buffer = io.BytesIO()
     wanted = [(name, read) for name, read in members if "__pycache__" not in name.split("/")]

@@ -140,7 +140,7 @@ def _fetch(artifact, uri: str, settings: SourceSettings) -> bytes:
     """Download into `cache/wandb/<artifact digest>/` once; later runs reuse the verified copy. A download that
     fails (a file gone, the connection cut off after the client's retries) or fails `verify()` leaves nothing
     behind and raises, failing this checkpoint alone."""
-    root = settings.cache_dir / "wandb" / artifact.digest
+    root = settings.download_cache_dir / artifact.digest
     if not (root / ".verified").exists():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=".download-"))

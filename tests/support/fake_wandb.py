@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import threading
 import time
 import traceback
@@ -202,6 +203,16 @@ class _Upload:
     done: bool = False
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-response (the download cases cut connections on purpose, and the wandb
+    client gives up on a 404) is not a server error: socketserver would print a traceback to stderr, which
+    the CLI tests read as the command's own output."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeWandb:
     """The fake backend: state, HTTP server, inspection and seeding API."""
 
@@ -244,7 +255,7 @@ class FakeWandb:
 
     def start(self) -> FakeWandb:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-wandb", daemon=True
