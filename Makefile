@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := data
-DEMO_POLICIES := -p examples/policies/navigator_bc -p builtin://navigator -p builtin://random --checkpoints all
+DEMO_POLICIES := -p examples/policies/navigator_bc -p examples/policies/navigator_lstm -p builtin://navigator -p builtin://random --checkpoints all
 
 .PHONY: demo test lint format clean bench
 
@@ -35,10 +35,12 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not cluster" -q
 	$(BIN)/python -m pytest -m cluster -q
 
-# Throughput benchmark (issue 6, BENCHMARKS.md): figures and same-run ratios; exit 1 when a target is missed
-# by more than the noise margin. `python -m bench.breakdown` shows where the time goes.
+# Throughput benchmarks (BENCHMARKS.md): figures and same-run ratios; exit 1 when a target is missed by more
+# than the noise margin. `python -m bench.breakdown` shows where the time goes. bench.recurrent: mettagrid's
+# `lstm` class batched against the example MLP and against mettagrid's per-agent path.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.recurrent
 
 format: $(STAMP)
 	$(BIN)/ruff format .

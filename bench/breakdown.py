@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from bench.cli_runs import checkpoint_bytes
 from bench.naive import play_naive
 from bench.throughput import CKPT, measure_limit, navigation_jobs
 from sim.batch_policy import BatchPolicy, Slot, StepBatch
@@ -62,7 +63,7 @@ def breakdown_limit() -> None:
 
 
 def breakdown_runner() -> list[np.ndarray]:
-    policy = TimedPolicy(load_policy(CKPT.as_uri(), CKPT.read_bytes()), keep=64)
+    policy = TimedPolicy(load_policy(CKPT.as_uri(), checkpoint_bytes(CKPT)), keep=64)
     started = time.perf_counter()
     results = run_episodes(policy, navigation_jobs())
     seconds = time.perf_counter() - started
@@ -75,7 +76,7 @@ def breakdown_runner() -> list[np.ndarray]:
 
 def breakdown_naive() -> None:
     timers: dict[str, float] = {}
-    module = load_policy(CKPT.as_uri(), CKPT.read_bytes())._module
+    module = load_policy(CKPT.as_uri(), checkpoint_bytes(CKPT))._module
     started = time.perf_counter()
     results = play_naive(module, navigation_jobs(3), timers)
     seconds = time.perf_counter() - started
@@ -87,7 +88,7 @@ def breakdown_naive() -> None:
 
 def forward_cost(observations: np.ndarray) -> None:
     """The example MLP alone on real observations: per-row cost of the token encoder and of the MLP."""
-    policy = load_policy(CKPT.as_uri(), CKPT.read_bytes())
+    policy = load_policy(CKPT.as_uri(), checkpoint_bytes(CKPT))
     assert isinstance(policy, TorchPolicy)
     module = policy._module
     print("example MLP forward, per row (encode = tokens -> one-hot grid, net = 3 Linear layers):")

@@ -16,8 +16,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CKPT_DIR = REPO / "examples" / "policies" / "navigator_bc"
-CKPT = CKPT_DIR / "ckpt_0004.pt"
+CKPT = CKPT_DIR / "ckpt_0004"
+"""A policy bundle directory (policy_spec.json + weights.safetensors); `checkpoint_bytes` gives its zip."""
 SUITE = "navigation"
+
+
+def checkpoint_bytes(path: Path) -> bytes:
+    """What a source hands the loader for `path`: a bundle directory zipped deterministically, a file as is."""
+    from evaluator.sources.files import zip_directory
+
+    return zip_directory(path) if path.is_dir() else path.read_bytes()
 
 
 def _busy_cpu_s() -> float:
@@ -73,7 +81,16 @@ def cli(args: list[str], workdir: Path) -> tuple[dict | None, float, str]:
     whatever cluster this machine started last (it would, through /tmp/ray/ray_current_cluster)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rb", dir="/tmp")
-    command = [sys.executable, "-m", "evaluator", "run", "--data-dir", str(workdir), "--no-cache", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "evaluator",
+        "run",
+        "--data-dir",
+        str(workdir),
+        "--no-reuse-results",
+        "--no-progress",
+    ]
     started = time.perf_counter()
     done = subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=REPO, check=False)
     wall = time.perf_counter() - started

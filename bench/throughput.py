@@ -7,7 +7,7 @@
 
 Workload: the `navigation` suite with its own episode counts (13 environments, 444 episodes, 98,050
 agent-steps per checkpoint; every episode runs to max_steps, so every policy plays the same env mix), the
-example MLP `examples/policies/navigator_bc/ckpt_0004.pt`, torch on one thread (one actor = one core).
+example MLP `examples/policies/navigator_bc/ckpt_0004` (a bundle), torch on one thread (one actor = one core).
 
 (a) limit     mettagrid alone: a fresh `Simulation` per episode (as the determinism contract requires),
               random actions copied straight into the shared action buffer, the C++ step called directly,
@@ -49,7 +49,7 @@ from mettagrid.mettagrid_c import dtype_actions, dtype_observations, dtype_rewar
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.simulator.simulator import Buffers, Simulation
 
-from bench.cli_runs import CKPT, SUITE, ForeignLoad, run_ray_rounds
+from bench.cli_runs import CKPT, SUITE, ForeignLoad, checkpoint_bytes, run_ray_rounds
 from bench.naive import play_naive
 from sim.envs import build_config, episode_seed
 from sim.policies import load_policy
@@ -168,7 +168,7 @@ def _limit_group(jobs: list[EpisodeJob], agents: int, lockstep: int) -> tuple[in
 
 
 def measure_runner(jobs: list[EpisodeJob], lockstep: int = DEFAULT_LOCKSTEP_ENVS) -> Measure:
-    policy = load_policy(CKPT.as_uri(), CKPT.read_bytes())
+    policy = load_policy(CKPT.as_uri(), checkpoint_bytes(CKPT))
     started = time.perf_counter()
     results = run_episodes(policy, jobs, lockstep_envs=lockstep)
     seconds = time.perf_counter() - started
@@ -176,7 +176,7 @@ def measure_runner(jobs: list[EpisodeJob], lockstep: int = DEFAULT_LOCKSTEP_ENVS
 
 
 def measure_naive(jobs: list[EpisodeJob]) -> Measure:
-    module = load_policy(CKPT.as_uri(), CKPT.read_bytes())._module
+    module = load_policy(CKPT.as_uri(), checkpoint_bytes(CKPT))._module
     started = time.perf_counter()
     results = play_naive(module, jobs)
     seconds = time.perf_counter() - started
