@@ -80,7 +80,7 @@ class EvalWorker:
             ]
             episodes = run_episodes(policy, jobs, lockstep_envs=self._lockstep_envs)
         except PolicyError as exc:
-            return UnitResult(unit_id=unit.unit_id, worker=self._name, error=str(exc))
+            return UnitResult(unit_id=unit.unit_id, worker=self._name, error=str(exc), held=tuple(self._policies))
         return UnitResult(
             unit_id=unit.unit_id,
             worker=self._name,
@@ -88,6 +88,7 @@ class EvalWorker:
             loaded=loaded,
             load_s=load_s,
             run_s=time.perf_counter() - started - load_s,
+            held=tuple(self._policies),
         )
 
     def stats(self) -> WorkerStats:

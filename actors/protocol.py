@@ -38,6 +38,9 @@ class UnitResult:
     """True when this unit had to load the checkpoint (a cache miss)."""
     load_s: float = 0.0
     run_s: float = 0.0
+    held: tuple[str, ...] = ()
+    """Checkpoint digests in the worker's policy cache after this unit, least recently used first: the
+    scheduler sends units where their policy is really loaded."""
 
 
 @dataclass(frozen=True)

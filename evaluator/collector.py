@@ -4,6 +4,7 @@ when it arrives, and keeps what the report is reduced from once, at the end (`ev
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,4 +102,5 @@ class Collector:
             workers=len(stats),
             workers_replaced=self.workers_replaced,
             workers_start_s=self.workers_start_s,
+            driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
         )

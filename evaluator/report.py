@@ -73,6 +73,7 @@ class Timing(_Model):
     policy_loads: int = Field(description="checkpoint loads over all workers (cache misses)")
     workers: int
     workers_replaced: int = Field(default=0, description="workers that died or hung and were replaced")
+    driver_peak_rss_mb: float = Field(default=0.0, description="the driver process's peak resident memory so far")
 
 
 class OutputStatus(_Model):

@@ -64,6 +64,8 @@ class Scheduler:
                 unit = self._queue.finished(worker, ref)
                 result = self._collect(ref, unit, worker)
                 if result is not None:
+                    if result.held:
+                        self._queue.holds(worker, result.held)
                     self._report(unit, result, on_result)
             for worker, unit in self._queue.expired():
                 error = f"timed out after {self._unit_timeout:g} s (--unit-timeout); its worker was replaced"

@@ -37,5 +37,7 @@ def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
     for worker in report.workers:
         assert worker.cached_policies <= 4
         assert worker.peak_rss_mb < 1500, worker
-    assert report.timing.policy_loads >= 100
+    # Units go where their policy is loaded (the workers report their policy caches): about one load each.
+    assert 100 <= report.timing.policy_loads <= 110, report.timing.policy_loads
+    assert 0 < report.timing.driver_peak_rss_mb < 4000
     print({w.worker: round(w.peak_rss_mb) for w in report.workers}, report.timing.wall_s)

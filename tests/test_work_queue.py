@@ -9,10 +9,10 @@ from sim.suites import get_suite
 ENV = get_suite("smoke").envs[0]
 
 
-def unit(unit_id: int, checkpoint: str) -> WorkUnit:
+def unit(unit_id: int, checkpoint: str, index: int | None = None) -> WorkUnit:
     return WorkUnit(
         unit_id=unit_id,
-        checkpoint_index=ord(checkpoint),
+        checkpoint_index=ord(checkpoint) if index is None else index,
         checkpoint_digest=checkpoint,
         checkpoint_uri=f"file:///{checkpoint}",
         env=ENV,
@@ -93,3 +93,44 @@ def test_a_replaced_worker_holds_nothing_and_a_failed_checkpoint_drops_its_pendi
     assert ids(queue.drop_checkpoint("a")) == [0, 2] and ids(queue.pending) == [1, 3]
     # Nothing held any more: the oldest unit of an unheld checkpoint is picked first.
     assert ids(dispatch_all(queue, 0)) == [1, 3]
+
+
+def test_100000_units_each_dispatched_once_with_affinity_and_faults():
+    """1,000 checkpoints x 100 units on 16 workers with a policy cache of 4, completions in random order,
+    a worker lost now and then: every unit is reported once, and a unit almost always goes to a worker that
+    holds its checkpoint (loads stay near one per checkpoint and worker that serves it)."""
+    import random
+
+    rng = random.Random(0)
+    checkpoints = [f"c{i:04d}" for i in range(1_000)]
+    units = [unit(i, checkpoints[i // 100], i // 100) for i in range(100_000)]
+    workers, cache = 16, 4
+    queue: WorkQueue[int] = WorkQueue(units, workers, max_attempts=3)
+    lru: list[list[str]] = [[] for _ in range(workers)]
+    done: dict[int, int] = {}
+    loads = tickets = 0
+    in_flight: list[tuple[int, int]] = []
+    while queue.busy():
+        for worker in range(workers):
+            while (next_unit := queue.next_for(worker)) is not None:
+                tickets += 1
+                queue.dispatched(worker, tickets, next_unit)
+                in_flight.append((tickets, worker))
+        ticket, worker = in_flight.pop(rng.randrange(len(in_flight)))
+        finished = queue.finished(worker, ticket)
+        if rng.random() < 0.0005:  # the worker died running it
+            in_flight = [(t, w) for t, w in in_flight if w != worker]
+            lru[worker] = []
+            if queue.exhausted(queue.worker_lost(worker, finished)):
+                done[finished.unit_id] = done.get(finished.unit_id, 0) + 1
+            continue
+        digest = finished.checkpoint_digest
+        if digest in lru[worker]:
+            lru[worker].remove(digest)
+        else:
+            loads += 1
+        lru[worker] = (lru[worker] + [digest])[-cache:]
+        queue.holds(worker, lru[worker])
+        done[finished.unit_id] = done.get(finished.unit_id, 0) + 1
+    assert sorted(done) == list(range(100_000)) and set(done.values()) == {1}
+    assert loads < 2 * len(checkpoints), f"{loads} loads for {len(checkpoints)} checkpoints"
