@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evaluator.config import Device, EvalConfig
+from evaluator.config import Device, EvalConfig, Execution
 from evaluator.markers import MARKER_END, MARKER_START
 
 Suite = Annotated[str, typer.Option(envvar="SIMULATION_SUITE", help="Suite name or suite file (.yaml/.json).")]
@@ -63,6 +63,13 @@ ReuseResults = Annotated[
 ]
 RayAddress = Annotated[
     str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally].")
+]
+ExecutionOption = Annotated[
+    Execution,
+    typer.Option(
+        envvar="EXECUTION",
+        help="Where episodes run: auto (small plans in this process when no --ray-address), ray, in-process.",
+    ),
 ]
 WandbEntity = Annotated[str, typer.Option(envvar="WANDB_ENTITY", help="W&B entity for wandb://run/.")]
 WandbProject = Annotated[str, typer.Option(envvar="WANDB_PROJECT", help="W&B project for wandb://run/.")]
@@ -199,6 +206,7 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "trust_remote_code": TrustRemoteCode,
     "reuse_results": ReuseResults,
     "ray_address": RayAddress,
+    "execution": ExecutionOption,
     "wandb_entity": WandbEntity,
     "wandb_project": WandbProject,
     "wandb_api_key": WandbApiKey,

@@ -19,6 +19,13 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class Execution(StrEnum):
+    AUTO = "auto"
+    """Small plans in this process when no cluster is asked for (evaluator.in_process), else Ray."""
+    RAY = "ray"
+    IN_PROCESS = "in-process"
+
+
 class EvalConfig(BaseModel):
     """One evaluation run."""
 
@@ -64,6 +71,8 @@ class EvalConfig(BaseModel):
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None
     """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
+    execution: Execution = Execution.AUTO
+    """Where episodes run: `auto` (small plans in this process, see evaluator.in_process), `ray`, `in-process`."""
     checkpoints: str = "latest"
     """Checkpoint selection: latest, all, last:N, every:K, or explicit versions v3,v7."""
     wandb_entity: str = "metta-ai"

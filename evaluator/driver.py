@@ -16,19 +16,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
-
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig
+from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
 from evaluator.outputs.local import write_episodes, write_report
 from evaluator.plan import make_plan
-from evaluator.ray_cluster import connect, worker_count, worker_factory, worker_stats
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
 from evaluator.results_cache import ResultsCache
-from evaluator.scheduler import Scheduler
 from evaluator.sources import Checkpoint, SourceSettings, resolve
 from sim.errors import UsageError
 from sim.suites import Suite, get_suite
@@ -98,7 +95,8 @@ def _run_units(
     cache: ResultsCache | None,
     on_progress: ProgressCallback | None,
 ) -> tuple[float, float, list[WorkerStats]]:
-    """Start or attach to Ray, run the units on a pool of workers; (ray start s, evaluation s, worker stats)."""
+    """Run the units in this process when the plan is small (evaluator.in_process), else start or attach to
+    Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats)."""
 
     total, done = sum(len(u.episodes) for u in units), 0
 
@@ -112,10 +110,22 @@ def _run_units(
         if on_progress is not None:
             on_progress(done, total)
 
+    data = {e.checkpoint.digest: e.checkpoint.data for e in collector.entries if not e.checkpoint.error}
+    if runs_in_process(config, units):
+        workers_started = time.perf_counter()
+        worker = in_process_worker(config)
+        collector.workers_start_s = time.perf_counter() - workers_started
+        eval_started = time.perf_counter()
+        stats = run_in_process(worker, units, data, on_result)
+        return 0.0, time.perf_counter() - eval_started, [stats]
+    import ray  # not before: a small evaluation in process never loads it
+
+    from evaluator.ray_cluster import connect, worker_count, worker_factory, worker_stats
+    from evaluator.scheduler import Scheduler
+
     ray_init_s, started_ray = connect(config)
     try:
         count = worker_count(config, ray.cluster_resources(), len(units))
-        data = {e.checkpoint.digest: e.checkpoint.data for e in collector.entries if not e.checkpoint.error}
         scheduler = Scheduler(worker_factory(config), count, data, units, config.max_attempts, config.unit_timeout)
         workers_started = time.perf_counter()
         # Actor processes boot (imports, torch) before the evaluation clock starts; a worker that fails to

@@ -1,0 +1,72 @@
+"""Small evaluations without Ray: the plan runs in this process through the same `EvalWorker` class the
+actors use, so a quick check skips Ray's start (~5 s) and the worker processes' boot (~2-3 s) and gives the
+same report (episode results depend only on checkpoint, environment and episode seed).
+
+`--execution auto` (the default) chooses this only when it is both faster and as safe: no cluster asked for
+(`--ray-address`), a plan small enough that one core finishes it before Ray would have started, CPU, one
+worker, no `--unit-timeout` (a hang could not be cut short in process) and no `--trust-remote-code` (code
+shipped in an archive could take the driver down with it). `--execution in-process` or `ray` forces a side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from evaluator.config import Device, EvalConfig, Execution
+
+if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
+    from actors.eval_worker import EvalWorker
+
+SMALL_PLAN_AGENT_STEPS = 100_000
+"""Upper bound on a plan's agent-steps for `auto` to run it in process: ~5 s on one core with the example
+MLP (BENCHMARKS.md (c)), against ~8 s for Ray and its workers to start before any episode."""
+
+
+def runs_in_process(config: EvalConfig, units: Sequence[WorkUnit]) -> bool:
+    if config.execution is not Execution.AUTO:
+        return config.execution is Execution.IN_PROCESS
+    return (
+        config.ray_address is None
+        and config.device is Device.CPU
+        and config.num_workers in (None, 1)
+        and config.unit_timeout is None
+        and not config.trust_remote_code
+        and sum(unit.agent_steps_upper_bound for unit in units) <= SMALL_PLAN_AGENT_STEPS
+    )
+
+
+def in_process_worker(config: EvalConfig) -> EvalWorker:
+    """The worker, made before the evaluation clock starts (its imports are the expensive part: torch,
+    mettagrid), as the Ray path starts its actors before it."""
+    from actors.eval_worker import EvalWorker
+
+    return EvalWorker(
+        device=config.device.value,
+        num_threads=max(1, int(config.cpus_per_worker)),
+        policy_cache_size=config.policy_cache_size,
+        node_id="in-process",
+        trust_remote_code=config.trust_remote_code,
+    )
+
+
+def run_in_process(
+    worker: EvalWorker,
+    units: Sequence[WorkUnit],
+    checkpoint_bytes: Mapping[str, bytes],
+    on_result: Callable[[WorkUnit, UnitResult], None],
+) -> WorkerStats:
+    """Every unit, checkpoint by checkpoint as planned; a checkpoint error drops that checkpoint's other
+    units with the same error, as the scheduler does. Returns the worker's counters."""
+    failed: dict[str, UnitResult] = {}
+    for unit in units:
+        if unit.checkpoint_digest in failed:
+            error = failed[unit.checkpoint_digest].error
+            on_result(unit, UnitResult(unit_id=unit.unit_id, worker="in-process", error=error))
+            continue
+        result = worker.run(unit, checkpoint_bytes[unit.checkpoint_digest])
+        if result.error:
+            failed[unit.checkpoint_digest] = result
+        on_result(unit, result)
+    return worker.stats()

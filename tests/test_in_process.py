@@ -1,0 +1,72 @@
+"""Small evaluations run in process (no Ray) and give the report the Ray path gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evaluator.config import Device, EvalConfig, Execution
+from evaluator.driver import evaluate
+from evaluator.in_process import SMALL_PLAN_AGENT_STEPS, runs_in_process
+from evaluator.plan import make_plan
+from evaluator.sources import resolve
+from sim.suites import get_suite
+
+EXAMPLES = Path(__file__).parents[1] / "examples" / "policies"
+
+
+def smoke_units(episodes: int = 2):
+    [checkpoint] = resolve("builtin://navigator")
+    return make_plan([checkpoint], get_suite("smoke").with_episodes(episodes), shard_size=32, replays=False, skip=set())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, True),
+        ({"ray_address": "127.0.0.1:6379"}, False),
+        ({"num_workers": 2}, False),
+        ({"device": Device.CUDA}, False),
+        ({"unit_timeout": 5.0}, False),
+        ({"trust_remote_code": True}, False),
+        ({"execution": Execution.RAY}, False),
+        ({"execution": Execution.IN_PROCESS, "num_workers": 4}, True),
+    ],
+)
+def test_auto_runs_small_plans_in_process_only_when_as_safe(overrides, expected):
+    config = EvalConfig(policy_uris=("builtin://navigator",), **overrides)
+    assert runs_in_process(config, smoke_units()) is expected
+
+
+def test_auto_sends_large_plans_to_ray():
+    units = smoke_units(episodes=2_000)
+    assert sum(u.agent_steps_upper_bound for u in units) > SMALL_PLAN_AGENT_STEPS
+    assert not runs_in_process(EvalConfig(policy_uris=("builtin://navigator",)), units)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_in_process_report_equals_the_ray_report(tmp_path: Path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    base = EvalConfig(
+        policy_uris=(str(EXAMPLES / "navigator_bc"), str(EXAMPLES / "navigator_lstm"), str(broken)),
+        checkpoints="latest",
+        suite="smoke",
+        episodes=3,
+        reuse_results=False,
+        data_dir=tmp_path,
+    )
+    reports = {
+        mode: evaluate(base.model_copy(update={"execution": mode, "run_name": mode.value})).report
+        for mode in (Execution.IN_PROCESS, Execution.RAY)
+    }
+    local, ray = reports[Execution.IN_PROCESS], reports[Execution.RAY]
+    assert local.timing.ray_init_s == 0 and [w.node_id for w in local.workers] == ["in-process"]
+    assert ray.workers and all(w.node_id != "in-process" for w in ray.workers)
+    flat = {
+        mode: [(c.name, c.version, c.metrics, c.error) for p in r.policies for c in p.checkpoints]
+        for mode, r in reports.items()
+    }
+    assert flat[Execution.IN_PROCESS] == flat[Execution.RAY]
+    assert flat[Execution.RAY][-1][3] and flat[Execution.RAY][0][2] is not None
