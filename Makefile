@@ -37,10 +37,13 @@ test: $(STAMP) lint
 
 # Throughput benchmarks (BENCHMARKS.md): figures and same-run ratios; exit 1 when a target is missed by more
 # than the noise margin. `python -m bench.breakdown` shows where the time goes. bench.recurrent: mettagrid's
-# `lstm` class batched against the example MLP and against mettagrid's per-agent path.
+# `lstm` class batched against the example MLP and against mettagrid's per-agent path; bench.packing: units
+# that pack environments; bench.scheduler: the scheduler's queue logic at 100,000 units.
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.recurrent
+	$(BIN)/python -m bench.packing
+	$(BIN)/python -m bench.scheduler
 
 format: $(STAMP)
 	$(BIN)/ruff format .

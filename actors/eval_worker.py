@@ -20,7 +20,7 @@ from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from sim.batch_policy import BatchPolicy
 from sim.errors import PolicyError
 from sim.policies import load_policy
-from sim.runner import DEFAULT_LOCKSTEP_ENVS, EpisodeJob, run_episodes
+from sim.runner import DEFAULT_LOCKSTEP_ENVS, run_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ class EvalWorker:
         try:
             policy, loaded = self._policy(unit.checkpoint_uri, unit.checkpoint_digest, checkpoint_bytes)
             load_s = time.perf_counter() - started
-            jobs = [
-                EpisodeJob(env=unit.env, episode=episode, seed=seed, record_replay=episode in unit.replay_episodes)
-                for episode, seed in zip(unit.episodes, unit.seeds, strict=True)
-            ]
-            episodes = run_episodes(policy, jobs, lockstep_envs=self._lockstep_envs)
+            episodes = run_episodes(policy, unit.jobs, lockstep_envs=self._lockstep_envs)
         except PolicyError as exc:
             return UnitResult(unit_id=unit.unit_id, worker=self._name, error=str(exc), held=tuple(self._policies))
         return UnitResult(

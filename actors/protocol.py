@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sim.envs import EnvSpec
 from sim.metrics import EpisodeResult
+from sim.runner import EpisodeJob
 
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """Episodes `episodes` (with their seeds) of one environment for one checkpoint."""
+    """Episodes for one checkpoint, played together in one lockstep batch: of one environment, or of
+    several with the same agent count (`evaluator.plan` packs them, so that suites with few episodes per
+    environment still batch many rows per forward)."""
 
     unit_id: int
     checkpoint_index: int
     checkpoint_uri: str
     checkpoint_digest: str
-    env: EnvSpec
-    episodes: tuple[int, ...]
-    seeds: tuple[int, ...]
-    replay_episodes: frozenset[int] = frozenset()
+    jobs: tuple[EpisodeJob, ...]
 
     @property
     def agent_steps_upper_bound(self) -> int:
-        return len(self.episodes) * self.env.max_steps * self.env.num_agents
+        return sum(job.env.max_steps * job.env.num_agents for job in self.jobs)
 
 
 @dataclass(frozen=True)

@@ -98,15 +98,16 @@ def _run_units(
     """Run the units in this process when the plan is small (evaluator.in_process), else start or attach to
     Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats)."""
 
-    total, done = sum(len(u.episodes) for u in units), 0
+    total, done = sum(len(u.jobs) for u in units), 0
 
     def on_result(unit: WorkUnit, result: UnitResult) -> None:
         nonlocal done
         collector.add(unit, result)
         if cache is not None:
+            envs = {job.env.name: job.env for job in unit.jobs}
             for episode in result.episodes:
-                cache.put(unit.checkpoint_digest, unit.env, episode)
-        done += len(unit.episodes)
+                cache.put(unit.checkpoint_digest, envs[episode.env], episode)
+        done += len(unit.jobs)
         if on_progress is not None:
             on_progress(done, total)
 

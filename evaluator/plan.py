@@ -1,5 +1,10 @@
 """checkpoints x suite environments x episode shards -> work units. Pure and deterministic: the same
-inputs always give the same units, and a unit's episode seeds do not depend on the shard size."""
+inputs always give the same units, and an episode's seed never depends on how episodes were split or packed.
+
+Episodes of environments with the same agent count are packed into units together (a unit's episodes are
+one lockstep batch on a worker), so a suite run with 1-2 episodes per environment batches as many rows per
+forward as one with dozens: measured in BENCHMARKS.md ("packed units").
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Sequence, Set
 from actors.protocol import WorkUnit
 from evaluator.sources import Checkpoint
 from sim.envs import episode_seed
+from sim.runner import EpisodeJob
 from sim.suites import Suite
 
 
@@ -31,23 +37,27 @@ def make_plan(
     for index, checkpoint in enumerate(checkpoints):
         if checkpoint is None:
             continue
-        for env in suite.envs:
-            todo = [e for e in range(env.episodes) if (index, env.name, e) not in skip]
+        for jobs in _jobs_by_agent_count(index, suite, replays, skip):
             # Even shards: 40 episodes at 32 become 20 + 20, not 32 + 8 (a unit's size caps its lockstep width).
-            shards = -(-len(todo) // shard_size)
-            size = -(-len(todo) // shards) if todo else shard_size
-            for start in range(0, len(todo), size):
-                episodes = tuple(todo[start : start + size])
-                units.append(
-                    WorkUnit(
-                        unit_id=len(units),
-                        checkpoint_index=index,
-                        checkpoint_uri=checkpoint.uri,
-                        checkpoint_digest=checkpoint.digest,
-                        env=env,
-                        episodes=episodes,
-                        seeds=tuple(episode_seed(suite.seed, env.name, i) for i in episodes),
-                        replay_episodes=frozenset({0} & set(episodes)) if replays else frozenset(),
-                    )
-                )
+            size = -(-len(jobs) // -(-len(jobs) // shard_size))
+            for start in range(0, len(jobs), size):
+                unit_id = len(units)
+                chunk = tuple(jobs[start : start + size])
+                units.append(WorkUnit(unit_id, index, checkpoint.uri, checkpoint.digest, chunk))
     return units
+
+
+def _jobs_by_agent_count(
+    index: int, suite: Suite, replays: bool, skip: Set[tuple[int, str, int]]
+) -> list[list[EpisodeJob]]:
+    """The checkpoint's episodes still to play, grouped by agent count (suite order within a group; groups in
+    the order their first environment appears)."""
+    groups: dict[int, list[EpisodeJob]] = {}
+    for env in suite.envs:
+        for episode in range(env.episodes):
+            if (index, env.name, episode) in skip:
+                continue
+            seed = episode_seed(suite.seed, env.name, episode)
+            job = EpisodeJob(env, episode, seed, record_replay=replays and episode == 0)
+            groups.setdefault(env.num_agents, []).append(job)
+    return list(groups.values())

@@ -70,3 +70,30 @@ def test_in_process_report_equals_the_ray_report(tmp_path: Path):
     }
     assert flat[Execution.IN_PROCESS] == flat[Execution.RAY]
     assert flat[Execution.RAY][-1][3] and flat[Execution.RAY][0][2] is not None
+
+
+def test_packed_units_give_the_report_of_unpacked_ones(tmp_path: Path):
+    """Two episodes per environment: shard size 1 gives one-episode units; 64 packs every environment of an
+    agent count into one unit (one lockstep batch). Same seeds, same episodes, same report."""
+    base = EvalConfig(
+        policy_uris=(str(EXAMPLES / "navigator_lstm"),),
+        suite="navigation",
+        env="[ewc]*",
+        episodes=2,
+        replays=False,
+        reuse_results=False,
+        execution=Execution.IN_PROCESS,
+        data_dir=tmp_path,
+    )
+    packed_plan = make_plan(
+        resolve(str(EXAMPLES / "navigator_lstm")),
+        get_suite("navigation").select("[ewc]*").with_episodes(2),
+        shard_size=64,
+    )
+    assert any(len({job.env.name for job in unit.jobs}) > 1 for unit in packed_plan), "nothing was packed"
+    reports = [
+        evaluate(base.model_copy(update={"shard_size": size, "run_name": f"s{size}"})).report for size in (1, 64)
+    ]
+    assert [c.metrics for c in reports[0].policies[0].checkpoints] == [
+        c.metrics for c in reports[1].policies[0].checkpoints
+    ]

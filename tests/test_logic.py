@@ -56,13 +56,11 @@ def test_plan_shards_and_seeds_do_not_depend_on_shard_size(checkpoint_dir: Path)
     assert [u.unit_id for u in small] == list(range(len(small)))
 
     def seeds(units):
-        return sorted(
-            (u.checkpoint_index, u.env.name, e, s) for u in units for e, s in zip(u.episodes, u.seeds, strict=True)
-        )
+        return sorted((u.checkpoint_index, j.env.name, j.episode, j.seed) for u in units for j in u.jobs)
 
     assert seeds(small) == seeds(large)
-    assert sum(len(u.replay_episodes) for u in small) == 2 * 2
-    assert not any(u.replay_episodes for u in make_plan(checkpoints, suite, shard_size=2, replays=False))
+    assert sum(j.record_replay for u in small for j in u.jobs) == 2 * 2
+    assert not any(j.record_replay for u in make_plan(checkpoints, suite, shard_size=2, replays=False) for j in u.jobs)
 
 
 def _result(env: str, episode: int, rewards: tuple[float, ...], steps: int = 10) -> EpisodeResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from actors.protocol import WorkUnit
 from evaluator.work_queue import WorkQueue
+from sim.runner import EpisodeJob
 from sim.suites import get_suite
 
 ENV = get_suite("smoke").envs[0]
@@ -15,9 +16,7 @@ def unit(unit_id: int, checkpoint: str, index: int | None = None) -> WorkUnit:
         checkpoint_index=ord(checkpoint) if index is None else index,
         checkpoint_digest=checkpoint,
         checkpoint_uri=f"file:///{checkpoint}",
-        env=ENV,
-        episodes=(0,),
-        seeds=(1,),
+        jobs=(EpisodeJob(ENV, 0, 1),),
     )
 
 
