@@ -1,17 +1,21 @@
-"""The collector: takes episode results as units finish (and from the results store), writes each replay
-when it arrives, and keeps what the report is reduced from once, at the end (`evaluator.report_assembly`).
+"""The collector: takes episode results as units finish (and from the results store) and lets go of each as
+soon as it can. A replay is written when it arrives and dropped; every episode goes to episodes.parquet as
+it arrives (`EpisodeTable`); a checkpoint's episodes are reduced to its metrics the moment its last one is in
+(sorted, so the figures never depend on arrival order) and dropped. The driver's memory is then the
+episodes of checkpoints still in flight plus one metrics block per finished checkpoint.
 """
 
 from __future__ import annotations
 
 import resource
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
-from evaluator.outputs.local import EpisodeRow, atomic_write, replay_path
-from evaluator.report import Timing
+from evaluator.outputs.local import EpisodeRow, EpisodeTable, atomic_write, replay_path
+from evaluator.report import CheckpointMetrics, CheckpointReport, Timing
+from evaluator.report_assembly import checkpoint_metrics
 from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint
 from sim.metrics import EpisodeResult
@@ -33,7 +37,13 @@ class Collector:
     run_dir: Path
     entries: Sequence[Entry]
     suite: Suite
+    table: EpisodeTable | None = None
+    """Where episode rows go as they arrive (None: nowhere, for callers that only want the metrics)."""
     results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
+    """Episodes (without replay and stats) of checkpoints not complete yet."""
+    metrics: dict[int, CheckpointMetrics] = field(default_factory=dict)
+    """Complete checkpoints, reduced."""
+    episodes: int = 0
     errors: dict[int, str] = field(default_factory=dict)
     replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
     cached_episodes: int = 0
@@ -42,6 +52,7 @@ class Collector:
     workers_start_s: float = 0.0
 
     def __post_init__(self) -> None:
+        self._expected = sum(env.episodes for env in self.suite.envs)
         for index, entry in enumerate(self.entries):
             if entry.checkpoint.error:
                 self.errors[index] = entry.checkpoint.error
@@ -63,30 +74,51 @@ class Collector:
         index = unit.checkpoint_index
         if result.error:
             self.errors.setdefault(index, result.error)
+            self.results.pop(index, None)
             return
         for episode in result.episodes:
             self._keep(index, episode)
             self.played_agent_steps += episode.agent_steps
 
     def _keep(self, index: int, episode: EpisodeResult) -> None:
-        self.results.setdefault(index, []).append(episode)
+        checkpoint = self.entries[index].checkpoint
         if episode.replay is not None:
-            name = self.entries[index].checkpoint.name
-            path = replay_path(self.run_dir, index, name, episode.env, episode.episode)
+            path = replay_path(self.run_dir, index, checkpoint.name, episode.env, episode.episode)
             atomic_write(path, episode.replay)
             self.replay_urls[(index, episode.env)] = path.resolve().as_uri()
+        if self.table is not None:
+            row = EpisodeRow(
+                self.entries[index].policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode
+            )
+            self.table.add(row)
+        self.episodes += 1
+        if index in self.errors:
+            return
+        kept = self.results.setdefault(index, [])
+        kept.append(replace(episode, replay=None, stats={}))
+        if len(kept) == self._expected:
+            self.metrics[index] = checkpoint_metrics(self.suite, kept)
+            del self.results[index]
 
-    def rows(self) -> list[EpisodeRow]:
-        """One row per episode: checkpoints in plan order, environments in suite order, then episode."""
-        env_order = {env.name: i for i, env in enumerate(self.suite.envs)}
-        rows = []
+    def checkpoint_reports(self) -> list[tuple[str, CheckpointReport]]:
+        """Each checkpoint, in the run's order, with its policy URI: its metrics, first replay, or error."""
+        reports = []
         for index, entry in enumerate(self.entries):
-            for result in sorted(self.results.get(index, []), key=lambda r: (env_order[r.env], r.episode)):
-                checkpoint = entry.checkpoint
-                rows.append(
-                    EpisodeRow(entry.policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, result)
-                )
-        return rows
+            checkpoint, error = entry.checkpoint, self.errors.get(index)
+            metrics = None if error else self.metrics.get(index)
+            if metrics is None and not error:  # not every episode came in (cannot happen without an error)
+                metrics = checkpoint_metrics(self.suite, self.results.get(index, []))
+            report = CheckpointReport(
+                name=checkpoint.name,
+                uri=checkpoint.uri,
+                version=checkpoint.version,
+                digest=checkpoint.digest,
+                metrics=metrics,
+                replay_url=None if error else self.replay_urls.get((index, self.suite.envs[0].name)),
+                error=error,
+            )
+            reports.append((entry.policy_uri, report))
+        return reports
 
     def timing(self, wall_s: float, ray_init_s: float, evaluation_s: float, stats: list[WorkerStats]) -> Timing:
         agent_steps = self.played_agent_steps
@@ -96,7 +128,7 @@ class Collector:
             evaluation_s=evaluation_s,
             agent_steps=agent_steps,
             agent_steps_per_s=agent_steps / evaluation_s if evaluation_s > 0 else 0.0,
-            episodes=sum(len(results) for results in self.results.values()),
+            episodes=self.episodes,
             episodes_cached=self.cached_episodes,
             policy_loads=sum(s.loads for s in stats),
             workers=len(stats),

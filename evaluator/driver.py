@@ -21,7 +21,7 @@ from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig
 from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
-from evaluator.outputs.local import write_episodes, write_report
+from evaluator.outputs.local import EpisodeTable, write_report
 from evaluator.plan import make_plan
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
@@ -65,18 +65,23 @@ def evaluate(
     ]
     run_dir = config.data_dir / config.run_name
     cache = ResultsCache(config.data_dir) if config.reuse_results else None
-    collector = Collector(run_dir, entries, suite)
-    cached = collector.add_cached(cache, replays=config.replays) if cache else set()
-    fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
-    units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays, skip=cached)
-
-    ray_init_s, evaluation_s, stats = 0.0, 0.0, []
-    if units:  # everything cached: no Ray at all
-        ray_init_s, evaluation_s, stats = _run_units(config, units, collector, cache, on_progress)
+    table = EpisodeTable(run_dir / "episodes.parquet")
+    try:
+        collector = Collector(run_dir, entries, suite, table)
+        cached = collector.add_cached(cache, replays=config.replays) if cache else set()
+        fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
+        units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays, skip=cached)
+        ray_init_s, evaluation_s, stats = 0.0, 0.0, []
+        if units:  # everything cached: no Ray at all
+            ray_init_s, evaluation_s, stats = _run_units(config, units, collector, cache, on_progress)
+    except BaseException:
+        table.abort()
+        raise
+    table.close()
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
-    report = build_report(collector, config.policy_uris, config.run_name, timing, stats)
-    write_episodes(run_dir / "episodes.parquet", collector.rows())
+    checkpoints = collector.checkpoint_reports()
+    report = build_report(checkpoints, suite, config.policy_uris, config.run_name, timing, stats)
     if config.output_uri:
         report = with_delivered_replay_urls(report, run_dir, config.output_uri)
         report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})

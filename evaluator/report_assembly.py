@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from actors.protocol import WorkerStats
 from evaluator import __version__
-from evaluator.collector import Collector
 from evaluator.report import (
     CheckpointMetrics,
     CheckpointReport,
@@ -23,6 +22,7 @@ from sim.suites import Suite
 def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
     """Reduce one checkpoint's episodes; environments keep the suite's order."""
     environments: dict[str, EnvironmentMetrics] = {}
+    order = {env.name: i for i, env in enumerate(suite.envs)}
     for env in suite.envs:
         episodes = sorted((r for r in results if r.env == env.name), key=lambda r: r.episode)
         summary = summarize(episodes)
@@ -39,32 +39,24 @@ def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> Checkp
     return CheckpointMetrics(
         suite_scores={f"{suite.name}/score": sum(env_scores) / len(env_scores)},
         simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
-        reward_avg=sum(r.reward_mean for r in results) / len(results),
+        # In suite and episode order: a float sum must not depend on the order episodes arrived in.
+        reward_avg=sum(r.reward_mean for r in sorted(results, key=lambda r: (order[r.env], r.episode))) / len(results),
         environments=environments,
     )
 
 
 def build_report(
-    collector: Collector, policy_uris: Sequence[str], run_name: str, timing: Timing, stats: Sequence[WorkerStats]
+    checkpoints: Sequence[tuple[str, CheckpointReport]],
+    suite: Suite,
+    policy_uris: Sequence[str],
+    run_name: str,
+    timing: Timing,
+    stats: Sequence[WorkerStats],
 ) -> Report:
-    """Every checkpoint of every policy URI (in the run's order) with its metrics or its error."""
-    suite = collector.suite
+    """Every checkpoint (`(policy URI, its report)`, in the run's order) under its policy URI."""
     policies: dict[str, list[CheckpointReport]] = {uri: [] for uri in policy_uris}
-    for index, entry in enumerate(collector.entries):
-        checkpoint = entry.checkpoint
-        error = collector.errors.get(index)
-        metrics = None if error else checkpoint_metrics(suite, collector.results.get(index, []))
-        policies[entry.policy_uri].append(
-            CheckpointReport(
-                name=checkpoint.name,
-                uri=checkpoint.uri,
-                version=checkpoint.version,
-                digest=checkpoint.digest,
-                metrics=metrics,
-                replay_url=None if error else collector.replay_urls.get((index, suite.envs[0].name)),
-                error=error,
-            )
-        )
+    for policy_uri, checkpoint in checkpoints:
+        policies[policy_uri].append(checkpoint)
     return Report(
         simulation_suite=suite.name,
         run_name=run_name,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,30 +71,67 @@ def replay_path(run_dir: Path, checkpoint_index: int, checkpoint_name: str, env:
     return run_dir / "replays" / f"{checkpoint_index:03d}_{checkpoint_name}" / f"{env}_ep{episode}{REPLAY_SUFFIX}"
 
 
-def write_episodes(path: Path, rows: Sequence[EpisodeRow]) -> None:
-    table = pa.Table.from_pylist(
-        [
+class EpisodeTable:
+    """episodes.parquet, written as episodes arrive: rows are buffered and flushed as row groups of
+    `ROW_GROUP_ROWS`, into a temporary file that `close` renames into place (`abort` removes it), so the
+    driver never holds a run's rows and a reader never sees half a table. Rows are in arrival order."""
+
+    ROW_GROUP_ROWS = 8192
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tmp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[dict] = []
+
+    def _open(self) -> pq.ParquetWriter:
+        """On the first row group: a run that stops before its first episode (bad usage) leaves nothing."""
+        if self._writer is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp")
+            os.close(fd)
+            self._tmp = Path(tmp)
+            self._writer = pq.ParquetWriter(self._tmp, EPISODE_SCHEMA)
+        return self._writer
+
+    def add(self, row: EpisodeRow) -> None:
+        result = row.result
+        self._buffer.append(
             {
                 "policy_uri": row.policy_uri,
                 "checkpoint": row.checkpoint,
                 "version": row.version,
                 "digest": row.digest,
-                "env": row.result.env,
-                "episode": row.result.episode,
-                "seed": row.result.seed,
-                "rewards": list(row.result.rewards),
-                "reward_mean": row.result.reward_mean,
-                "steps": row.result.steps,
-                "success": row.result.success,
-                "wall_s": row.result.wall_s,
+                "env": result.env,
+                "episode": result.episode,
+                "seed": result.seed,
+                "rewards": list(result.rewards),
+                "reward_mean": result.reward_mean,
+                "steps": result.steps,
+                "success": result.success,
+                "wall_s": result.wall_s,
             }
-            for row in rows
-        ],
-        schema=EPISODE_SCHEMA,
-    )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write(path, sink.getvalue().to_pybytes())
+        )
+        if len(self._buffer) >= self.ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._open().write_table(pa.Table.from_pylist(self._buffer, schema=EPISODE_SCHEMA))
+            self._buffer = []
+
+    def close(self) -> None:
+        """Write what is buffered and rename into place (an empty table when no episode came)."""
+        self._flush()
+        self._open().close()
+        assert self._tmp is not None
+        os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_report(run_dir: Path, report: Report) -> Path:

@@ -1,0 +1,51 @@
+"""The collector lets go of episodes: replays are written and dropped, rows go to Parquet as they arrive, a
+checkpoint's episodes are reduced when its last one is in (whatever the arrival order) and dropped."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from actors.protocol import UnitResult
+from evaluator.collector import Collector, Entry
+from evaluator.outputs.local import EpisodeTable
+from evaluator.plan import make_plan
+from evaluator.report_assembly import checkpoint_metrics
+from evaluator.sources import Checkpoint
+from sim.metrics import EpisodeResult
+from sim.suites import get_suite
+
+SUITE = get_suite("smoke").with_episodes(3)
+
+
+def played(job) -> EpisodeResult:
+    rewards = tuple(float((job.seed + agent) % 3) for agent in range(job.env.num_agents))
+    replay = b"replay" if job.record_replay else None
+    return EpisodeResult(
+        job.env.name, job.episode, job.seed, rewards, steps=5 + job.episode, stats={"x": 1.0}, replay=replay
+    )
+
+
+def test_episodes_are_reduced_per_checkpoint_and_dropped(tmp_path: Path):
+    checkpoints = [Checkpoint(f"c{i}", f"file:///c{i}", "v1", f"sha256:{i}", b"x") for i in range(3)]
+    entries = [Entry("file:///run", c) for c in checkpoints]
+    units = make_plan(checkpoints, SUITE, shard_size=1)
+    random.Random(0).shuffle(units)  # arrival order is any order
+    table = EpisodeTable(tmp_path / "episodes.parquet")
+    collector = Collector(tmp_path, entries, SUITE, table)
+    completed = []
+    for unit in units:
+        collector.add(unit, UnitResult(unit.unit_id, "w", tuple(played(job) for job in unit.jobs)))
+        assert all(e.replay is None and not e.stats for kept in collector.results.values() for e in kept)
+        completed.append(set(collector.metrics))
+        assert not set(collector.metrics) & set(collector.results), "a reduced checkpoint's episodes were kept"
+    table.close()
+    assert collector.results == {} and set(collector.metrics) == {0, 1, 2}
+    assert completed[len(units) // 2] != {0, 1, 2}, "checkpoints are reduced as they complete, not at the end"
+    for index in range(3):  # the same figures as reducing all of its episodes at once
+        mine = [played(job) for unit in units if unit.checkpoint_index == index for job in unit.jobs]
+        assert collector.metrics[index] == checkpoint_metrics(SUITE, mine)
+    assert pq.read_table(tmp_path / "episodes.parquet").num_rows == len(units)
+    assert len(list(tmp_path.rglob("*_ep0.json.z"))) == 3 * len(SUITE.envs)
