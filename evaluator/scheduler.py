@@ -10,6 +10,7 @@ to actors.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import ray
@@ -42,7 +43,11 @@ class Scheduler:
     ) -> None:
         self._new_worker = new_worker
         self._workers = [new_worker() for _ in range(count)]
-        self._refs = {digest: ray.put(data) for digest, data in checkpoint_bytes.items()}
+        self._bytes = checkpoint_bytes
+        self._refs: dict[str, ray.ObjectRef] = {}
+        """Checkpoint bytes in the object store: put at a checkpoint's first dispatch, dropped when its last unit
+        is reported, so the store holds the checkpoints in flight, not the run's."""
+        self._unreported = Counter(unit.checkpoint_digest for unit in units)
         self._queue: WorkQueue[ray.ObjectRef] = WorkQueue(
             units, count, max_attempts=max_attempts, unit_timeout=unit_timeout, max_in_flight=MAX_IN_FLIGHT_PER_WORKER
         )
@@ -76,8 +81,13 @@ class Scheduler:
     def _fill(self) -> None:
         for worker, actor in enumerate(self._workers):
             while (unit := self._queue.next_for(worker)) is not None:
-                ref = actor.run.remote(unit, self._refs[unit.checkpoint_digest])
+                ref = actor.run.remote(unit, self._checkpoint_ref(unit.checkpoint_digest))
                 self._queue.dispatched(worker, ref, unit)
+
+    def _checkpoint_ref(self, digest: str) -> ray.ObjectRef:
+        if digest not in self._refs:
+            self._refs[digest] = ray.put(self._bytes[digest])
+        return self._refs[digest]
 
     def _collect(self, ref: ray.ObjectRef, unit: WorkUnit, worker: int) -> UnitResult | None:
         """The unit's result, or None when it was re-queued after its worker died."""
@@ -100,6 +110,12 @@ class Scheduler:
 
     def _report(self, unit: WorkUnit, result: UnitResult, on_result: OnResult) -> None:
         on_result(unit, result)
+        reported = [unit]
         if result.error:
             for other in self._queue.drop_checkpoint(unit.checkpoint_digest):
                 on_result(other, UnitResult(unit_id=other.unit_id, worker=result.worker, error=result.error))
+                reported.append(other)
+        digest = unit.checkpoint_digest
+        self._unreported[digest] -= len(reported)
+        if self._unreported[digest] <= 0:  # calls still running hold their own reference to the bytes
+            self._refs.pop(digest, None)

@@ -41,3 +41,35 @@ def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
     assert 100 <= report.timing.policy_loads <= 110, report.timing.policy_loads
     assert 0 < report.timing.driver_peak_rss_mb < 4000
     print({w.worker: round(w.peak_rss_mb) for w in report.workers}, report.timing.wall_s)
+
+
+def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
+    """40 checkpoints, 2 workers: a checkpoint's bytes are put when its first unit is sent and dropped when its
+    last one is reported, so the scheduler never holds more than the few checkpoints its workers are on."""
+    import ray
+
+    from evaluator.plan import make_plan
+    from evaluator.ray_cluster import worker_factory
+    from evaluator.scheduler import Scheduler
+    from evaluator.sources import resolve
+    from sim.suites import get_suite
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for index in range(40):
+        model, kwargs = tiny_model(index)
+        (run / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
+    checkpoints = resolve(str(run), "all")
+    units = make_plan(checkpoints, get_suite("smoke").with_episodes(2), shard_size=1, replays=False)
+    config = EvalConfig(policy_uris=(str(run),), num_workers=2)
+    scheduler = Scheduler(worker_factory(config), 2, {c.digest: c.data for c in checkpoints}, units, max_attempts=3)
+    held: list[int] = []
+    reported: list[int] = []
+    try:
+        scheduler.run(lambda unit, result: (held.append(len(scheduler._refs)), reported.append(unit.unit_id)))
+    finally:
+        for worker in scheduler.workers:  # the shared Ray has 2 CPUs: leave them to the next test
+            ray.kill(worker)
+    assert sorted(reported) == [u.unit_id for u in units]
+    assert max(held) <= 4, max(held)
+    assert scheduler._refs == {}
