@@ -58,22 +58,28 @@ WEIGHTS_FILENAME = "weights.safetensors"
 
 
 def load_bundle(uri: str, data: bytes, device: str, *, trust_remote_code: bool) -> BatchPolicy:
-    """Load a zipped bundle (sources zip bundle directories deterministically, so `data` is always a zip)."""
+    """Load a zipped bundle (sources zip bundle directories deterministically, so `data` is always a zip).
+
+    The bundle is extracted to a temporary directory, removed once everything it holds is in memory; it
+    stays only while something may still read it: a mettagrid class that loads its own data file when it is
+    built (at `bind`), or code shipped in a trusted archive."""
     root = Path(tempfile.mkdtemp(prefix="policy-bundle-"))
+    keep = False
     try:
         spec = _read_spec(uri, data, root, trust_remote_code)
         policy_class = _import_class(uri, spec.class_path)
         if isinstance(policy_class, type) and issubclass(policy_class, torch.nn.Module):
             module = _build_module(uri, policy_class, spec)
+            keep = trust_remote_code
             return TorchPolicy(module.to(device), uri, device)
         if isinstance(policy_class, type) and issubclass(policy_class, MultiAgentPolicy):
             weights = read_weights(uri, Path(spec.data_path)) if _is_weights_file(spec.data_path) else None
+            keep = trust_remote_code or (weights is None and spec.data_path is not None)
             return MettagridBundlePolicy(uri, spec, weights, device)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    shutil.rmtree(root, ignore_errors=True)  # code bundled with a trusted archive was imported already
-    raise PolicyError(f"{uri}: class_path {spec.class_path!r} is neither a torch.nn.Module nor a MultiAgentPolicy")
+        raise PolicyError(f"{uri}: class_path {spec.class_path!r} is neither a torch.nn.Module nor a MultiAgentPolicy")
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _read_spec(uri: str, data: bytes, root: Path, trust_remote_code: bool) -> PolicySpec:

@@ -9,7 +9,7 @@ network), then driven by the first adapter that fits, in order of speed:
 2. `step_batch(raw_observations, raw_actions)` where the class implements it: one call per episode per step
    on the episode's raw observation rows, one policy instance per lockstep slot (its state is per agent);
 3. the per-agent path (`agent_policy(i).step(obs)` on mettagrid's observation objects): correct for any
-   class, ~300 us per agent-step (BENCHMARKS.md), logged once per checkpoint as slow. Such policies sample
+   class, 0.3-1.2 ms per agent-step (BENCHMARKS.md), logged once per checkpoint as slow. Such policies sample
    from global RNGs (torch's, numpy's, Python's); each slot keeps its own copies, seeded from the episode
    seed, so their reports too do not depend on how episodes were batched or spread over workers.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -98,12 +98,14 @@ class MettagridBundlePolicy(BatchPolicy):
             # mettagrid builds on `device` only when init_kwargs name one: move the network there ourselves.
             return TorchPolicy(network.to(self._device), self._uri, self._device)
         if _implements_step_batch(policy):
-            return StepBatchPolicy(self._uri, lambda: build_policy(self._uri, self._spec, env, self._weights, "cpu"))
+            return StepBatchPolicy(
+                self._uri, lambda: build_policy(self._uri, self._spec, env, self._weights, self._device)
+            )
         if not self._warned_slow:
             self._warned_slow = True
             logger.warning(
                 "%s: %s has neither a forward_eval network nor step_batch; evaluating it agent by agent "
-                "(about 30x slower than a batched policy)",
+                "(mettagrid's lstm class: 16x slower than batched, BENCHMARKS.md)",
                 self._uri,
                 self._spec.class_path,
             )
@@ -120,7 +122,7 @@ class StepBatchPolicy(BatchPolicy):
     """mettagrid's raw-buffer fast path: `step_batch` per episode, on that episode's rows of the runner's
     buffer. One policy instance per slot, reset when its episode starts, so agent ids stay the episode's."""
 
-    def __init__(self, uri: str, build: Any) -> None:
+    def __init__(self, uri: str, build: Callable[[], MultiAgentPolicy]) -> None:
         self._uri = uri
         self._build = build
         self._by_slot: dict[int, MultiAgentPolicy] = {}
