@@ -83,6 +83,18 @@ class Output:
         document = self.redact(document)
         typer.echo(wrap(document) if self.markers else document)
 
+    def emit_file(self, path: Path) -> None:
+        """`emit` of a file's text, streamed in blocks of whole lines (a 10,000-checkpoint report is ~100 MB:
+        never one string)."""
+        if self.markers:
+            typer.echo(MARKER_START)
+        with path.open(encoding="utf-8") as document:
+            while lines := document.readlines(1 << 20):
+                typer.echo(self.redact("".join(lines)), nl=False)
+        typer.echo("")
+        if self.markers:
+            typer.echo(MARKER_END)
+
     def error(self, message: str, code: int, policy_uri: str | None = None, trace: str | None = None) -> None:
         """One line on stderr, the error JSON on stdout (`retryable` for an outage)."""
         typer.echo(self.redact(f"error: {message}"), err=True)
@@ -233,10 +245,10 @@ def _evaluate(out: Output, evaluation: dict[str, Any], policy_uri: list[str], ch
     config = EvalConfig.model_validate({**evaluation, "policy_uris": tuple(policy_uri), "checkpoints": checkpoints})
     with EpisodeProgressBar() if progress else contextlib.nullcontext() as bar:
         outcome = evaluate(config, on_progress=bar)
-    out.emit(outcome.report.model_dump_json(indent=2))
+    out.emit_file(outcome.run_dir / "report.json")
     logging.getLogger(__name__).info("wrote %s", outcome.run_dir)
     if outcome.failed:
-        out.failures(report_failures(outcome.report))
+        out.failures(outcome.failures)
 
 
 def report_failures(report: Report | None) -> list[str]:

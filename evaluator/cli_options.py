@@ -44,6 +44,13 @@ ShardSize = Annotated[int, typer.Option(help="Episodes per work unit (at most; s
 PolicyCacheSize = Annotated[
     int, typer.Option("--policy-cache-size", "--cache-size", help="Loaded policies each actor keeps (LRU).")
 ]
+MaxResidentCheckpoints = Annotated[
+    int | None,
+    typer.Option(
+        envvar="MAX_RESIDENT_CHECKPOINTS",
+        help="Checkpoints held in the driver's memory at once [default: 16, or twice the workers].",
+    ),
+]
 Replays = Annotated[bool, typer.Option(help="Record episode 0 of each checkpoint and environment.")]
 UnitTimeout = Annotated[
     float | None,
@@ -200,6 +207,7 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "gpus_per_worker": GpusPerWorker,
     "shard_size": ShardSize,
     "policy_cache_size": PolicyCacheSize,
+    "max_resident_checkpoints": MaxResidentCheckpoints,
     "replays": Replays,
     "unit_timeout": UnitTimeout,
     "max_attempts": MaxAttempts,

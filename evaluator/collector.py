@@ -1,14 +1,16 @@
 """The collector: takes episode results as units finish (and from the results store) and lets go of each as
 soon as it can. A replay is written when it arrives and dropped; every episode goes to episodes.parquet as
 it arrives (`EpisodeTable`); a checkpoint's episodes are reduced to its metrics the moment its last one is in
-(sorted, so the figures never depend on arrival order) and dropped. The driver's memory is then the
-episodes of checkpoints still in flight plus one metrics block per finished checkpoint.
+(sorted, so the figures never depend on arrival order) and dropped, its metrics kept as compressed JSON
+(1-2% of the models' size), so the driver's memory is the episodes of checkpoints still in flight plus a
+few KB per finished checkpoint. The report is then written from them one checkpoint at a time.
 """
 
 from __future__ import annotations
 
 import resource
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,19 +37,22 @@ class Collector:
     """Accumulates unit results as they stream in; writes replays at once."""
 
     run_dir: Path
-    entries: Sequence[Entry]
+    entries: list[Entry]
+    """In the run's order; a checkpoint's digest and error are known once `fetched`."""
     suite: Suite
     table: EpisodeTable | None = None
     """Where episode rows go as they arrive (None: nowhere, for callers that only want the metrics)."""
     results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
     """Episodes (without replay and stats) of checkpoints not complete yet."""
-    metrics: dict[int, CheckpointMetrics] = field(default_factory=dict)
-    """Complete checkpoints, reduced."""
+    metrics: dict[int, bytes] = field(default_factory=dict)
+    """Complete checkpoints, reduced: `CheckpointMetrics` as compressed JSON (`metrics_of` reads one back)."""
     episodes: int = 0
     errors: dict[int, str] = field(default_factory=dict)
-    replay_urls: dict[tuple[int, str], str] = field(default_factory=dict)
+    replay_urls: dict[int, str] = field(default_factory=dict)
+    """Each checkpoint's replay of the suite's first environment (the one the report links)."""
     cached_episodes: int = 0
     played_agent_steps: int = 0
+    units: int = 0
     workers_replaced: int = 0
     workers_start_s: float = 0.0
 
@@ -57,21 +62,25 @@ class Collector:
             if entry.checkpoint.error:
                 self.errors[index] = entry.checkpoint.error
 
-    def add_cached(self, cache: ResultsCache, replays: bool) -> set[tuple[int, str, int]]:
-        """Take every episode the cache already holds (`ResultsCache.lookup`'s rule); return their
-        (checkpoint index, env, episode) keys, which the plan then skips."""
+    def fetched(self, index: int, checkpoint: Checkpoint) -> None:
+        """The checkpoint at `index` was downloaded (or failed to be): keep its identity, never its bytes."""
+        self.entries[index] = Entry(self.entries[index].policy_uri, replace(checkpoint, data=b""))
+        if checkpoint.error:
+            self.errors[index] = checkpoint.error
+
+    def add_cached(self, index: int, cache: ResultsCache, replays: bool) -> set[tuple[int, str, int]]:
+        """Take every episode of checkpoint `index` the store already holds (`ResultsCache.lookup`'s rule);
+        return their (checkpoint index, env, episode) keys, which its plan then skips."""
         found: set[tuple[int, str, int]] = set()
-        for index, entry in enumerate(self.entries):
-            if entry.checkpoint.error:
-                continue
-            for result in cache.lookup(entry.checkpoint.digest, self.suite, replays).found:
-                self._keep(index, result)
-                found.add((index, result.env, result.episode))
-        self.cached_episodes = len(found)
+        for result in cache.lookup(self.entries[index].checkpoint.digest, self.suite, replays).found:
+            self._keep(index, result)
+            found.add((index, result.env, result.episode))
+        self.cached_episodes += len(found)
         return found
 
     def add(self, unit: WorkUnit, result: UnitResult) -> None:
         index = unit.checkpoint_index
+        self.units += 1
         if result.error:
             self.errors.setdefault(index, result.error)
             self.results.pop(index, None)
@@ -85,7 +94,8 @@ class Collector:
         if episode.replay is not None:
             path = replay_path(self.run_dir, index, checkpoint.name, episode.env, episode.episode)
             atomic_write(path, episode.replay)
-            self.replay_urls[(index, episode.env)] = path.resolve().as_uri()
+            if episode.env == self.suite.envs[0].name:
+                self.replay_urls[index] = path.resolve().as_uri()
         if self.table is not None:
             row = EpisodeRow(
                 self.entries[index].policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode
@@ -97,31 +107,43 @@ class Collector:
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
         if len(kept) == self._expected:
-            self.metrics[index] = checkpoint_metrics(self.suite, kept)
+            self.metrics[index] = zlib.compress(checkpoint_metrics(self.suite, kept).model_dump_json().encode())
             del self.results[index]
 
-    def checkpoint_reports(self) -> list[tuple[str, CheckpointReport]]:
-        """Each checkpoint, in the run's order, with its policy URI: its metrics, first replay, or error."""
-        reports = []
+    def metrics_of(self, index: int) -> CheckpointMetrics | None:
+        """The reduced metrics of the checkpoint at `index`, if it completed."""
+        metrics = self.metrics.get(index)
+        return None if metrics is None else CheckpointMetrics.model_validate_json(zlib.decompress(metrics))
+
+    def checkpoint_reports(self, policy_uri: str) -> Iterator[CheckpointReport]:
+        """The checkpoints of `policy_uri`, in the run's order, one at a time: metrics, first replay, or error."""
         for index, entry in enumerate(self.entries):
+            if entry.policy_uri != policy_uri:
+                continue
             checkpoint, error = entry.checkpoint, self.errors.get(index)
-            metrics = None if error else self.metrics.get(index)
+            metrics = None if error else self.metrics_of(index)
             if metrics is None and not error:  # not every episode came in (cannot happen without an error)
                 metrics = checkpoint_metrics(self.suite, self.results.get(index, []))
-            report = CheckpointReport(
+            yield CheckpointReport(
                 name=checkpoint.name,
                 uri=checkpoint.uri,
                 version=checkpoint.version,
                 digest=checkpoint.digest,
                 metrics=metrics,
-                replay_url=None if error else self.replay_urls.get((index, self.suite.envs[0].name)),
+                replay_url=None if error else self.replay_urls.get(index),
                 error=error,
             )
-            reports.append((entry.policy_uri, report))
-        return reports
+
+    def failures(self) -> list[str]:
+        """`name (version): error` of each failed checkpoint, in the run's order."""
+        return [
+            f"{self.entries[i].checkpoint.name} ({self.entries[i].checkpoint.version}): {error}"
+            for i, error in sorted(self.errors.items())
+        ]
 
     def timing(self, wall_s: float, ray_init_s: float, evaluation_s: float, stats: list[WorkerStats]) -> Timing:
         agent_steps = self.played_agent_steps
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return Timing(
             wall_s=wall_s,
             ray_init_s=ray_init_s,
@@ -134,5 +156,7 @@ class Collector:
             workers=len(stats),
             workers_replaced=self.workers_replaced,
             workers_start_s=self.workers_start_s,
-            driver_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+            driver_peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
+            driver_cpu_s=usage.ru_utime + usage.ru_stime,
+            units=self.units,
         )

@@ -57,6 +57,9 @@ class EvalConfig(BaseModel):
     gpus_per_worker: float = Field(default=1.0, gt=0, le=8)
     shard_size: int = Field(default=32, ge=1)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
+    max_resident_checkpoints: int | None = Field(default=None, ge=1)
+    """Checkpoints held in the driver's memory at once (downloading, or with units to run); the rest wait
+    their turn. Default: 16, or twice the workers if more. Bounds the driver's memory whatever the run's size."""
     policy_cache_size: int = Field(default=4, ge=1)
     """The worker's policy cache: loaded policies each worker keeps (LRU)."""
     max_attempts: int = Field(default=3, ge=1)

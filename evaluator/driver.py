@@ -1,7 +1,12 @@
-"""The driver: one evaluation end to end. Resolve policies -> plan units -> reuse cached episodes -> start
-(or attach to) Ray and a pool of `EvalWorker` actors (`evaluator.ray_cluster`) -> stream the units to them
-(`evaluator.scheduler`) -> collect results as they arrive (`evaluator.collector`) -> assemble the report
-(`evaluator.report_assembly`) -> write and deliver it.
+"""The driver: one evaluation end to end. List the policies' checkpoints -> download them a bounded number
+ahead (`evaluator.checkpoint_feed`) -> per checkpoint as it arrives, reuse stored episodes and plan the rest
+(`evaluator.unit_stream`) -> run the units in this process when the plan is small (`evaluator.in_process`),
+else start (or attach to) Ray and a pool of `EvalWorker` actors (`evaluator.ray_cluster`) and stream the units
+to them (`evaluator.scheduler`) -> collect results as they arrive (`evaluator.collector`) -> assemble the
+report (`evaluator.report_assembly`) -> write and deliver it.
+
+Memory is bounded by the work in flight, not by the run's size: at most `max_resident_checkpoints`
+checkpoints' bytes are held, each released when its last unit is reported, and results are streamed to disk.
 
 Failure policy: a checkpoint that cannot be fetched or loaded fails alone (its `error`); dead and hung
 workers are replaced by the scheduler (actors have no Ray restarts, so its accounting never races an actor
@@ -12,35 +17,50 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from actors.protocol import WorkerStats
+from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig
 from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
-from evaluator.outputs.local import EpisodeTable, write_report
-from evaluator.plan import make_plan
+from evaluator.outputs.local import EpisodeTable, write_report, write_report_streamed
+from evaluator.plan import plan_checkpoint
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
 from evaluator.results_cache import ResultsCache
-from evaluator.sources import Checkpoint, SourceSettings, resolve
-from sim.errors import UsageError
+from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
+from evaluator.unit_stream import ProgressCallback, UnitStream
+from sim.errors import EvaluatorError, UsageError
 from sim.suites import Suite, get_suite
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], None]
-"""`(episodes done, episodes to play)`, called as units finish."""
+DEFAULT_MAX_RESIDENT = 16
+"""Resident checkpoints when `--max-resident-checkpoints` is not given: this, or twice the workers if more."""
 
 
 @dataclass
 class RunOutcome:
-    report: Report
     run_dir: Path
-    failed: bool
+    failures: list[str]
+    """`name (version): error` per failed checkpoint, and a failed delivery; empty when all went well."""
+    loaded: Report | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def report(self) -> Report:
+        """The report, read back from report.json on first use: a large run never holds it in memory unless
+        asked (the CLI streams the file instead)."""
+        if self.loaded is None:
+            self.loaded = Report.model_validate_json((self.run_dir / "report.json").read_bytes())
+        return self.loaded
 
 
 def evaluate(
@@ -58,71 +78,64 @@ def evaluate(
     suite = load_suite(config)
     settings = source_settings(config)
     preflight_run(config, settings)
-    entries = [
-        Entry(uri, checkpoint)
-        for uri in config.policy_uris
-        for checkpoint in (resolved[uri] if resolved is not None else resolve(uri, config.checkpoints, settings))
-    ]
+    listed = [(uri, candidate) for uri in config.policy_uris for candidate in _listed(uri, config, settings, resolved)]
     run_dir = config.data_dir / config.run_name
-    cache = ResultsCache(config.data_dir) if config.reuse_results else None
+    entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
     table = EpisodeTable(run_dir / "episodes.parquet")
+    feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
+    del listed  # the feed holds each candidate until it is downloaded
     try:
         collector = Collector(run_dir, entries, suite, table)
-        cached = collector.add_cached(cache, replays=config.replays) if cache else set()
-        fetched = [e.checkpoint if e.checkpoint.error is None else None for e in entries]
-        units = make_plan(fetched, suite, shard_size=config.shard_size, replays=config.replays, skip=cached)
+        stream = UnitStream(
+            feed,
+            collector,
+            shard_size=config.shard_size,
+            replays=config.replays,
+            cache=ResultsCache(config.data_dir) if config.reuse_results else None,
+            on_progress=on_progress,
+        )
         ray_init_s, evaluation_s, stats = 0.0, 0.0, []
-        if units:  # everything cached: no Ray at all
-            ray_init_s, evaluation_s, stats = _run_units(config, units, collector, cache, on_progress)
+        if stream.has_work():  # everything stored or failed: no Ray at all
+            ray_init_s, evaluation_s, stats = _run_units(config, stream, collector)
     except BaseException:
         table.abort()
         raise
+    finally:
+        feed.close()
     table.close()
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
-    checkpoints = collector.checkpoint_reports()
-    report = build_report(checkpoints, suite, config.policy_uris, config.run_name, timing, stats)
-    if config.output_uri:
-        report = with_delivered_replay_urls(report, run_dir, config.output_uri)
-        report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})
+    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats)
+    checkpoints = [collector.checkpoint_reports(policy.policy_uri) for policy in skeleton.policies]
+    failures = collector.failures()
+    if not config.output_uri:
+        write_report_streamed(run_dir, skeleton, checkpoints)
+        return RunOutcome(run_dir=run_dir, failures=failures)
+    # Delivery reads the whole report (W&B logs every checkpoint's metrics): built in memory only here.
+    policies = [
+        p.model_copy(update={"checkpoints": list(c)}) for p, c in zip(skeleton.policies, checkpoints, strict=True)
+    ]
+    report = skeleton.model_copy(update={"policies": policies})
+    report = with_delivered_replay_urls(report, run_dir, config.output_uri)
+    report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})
     write_report(run_dir, report)
-    if config.output_uri:
-        report = _deliver(run_dir, report, config, settings)
-    failed = report.output is not None and report.output.error is not None
-    failed = failed or any(c.error for p in report.policies for c in p.checkpoints)
-    return RunOutcome(report=report, run_dir=run_dir, failed=failed)
+    report = _deliver(run_dir, report, config, settings)
+    if report.output is not None and report.output.error is not None:
+        failures.append(report.output.error)
+    return RunOutcome(run_dir=run_dir, failures=failures, loaded=report)
 
 
-def _run_units(
-    config: EvalConfig,
-    units: Sequence[WorkUnit],
-    collector: Collector,
-    cache: ResultsCache | None,
-    on_progress: ProgressCallback | None,
-) -> tuple[float, float, list[WorkerStats]]:
+def _run_units(config: EvalConfig, stream: UnitStream, collector: Collector) -> tuple[float, float, list[WorkerStats]]:
     """Run the units in this process when the plan is small (evaluator.in_process), else start or attach to
     Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats)."""
-
-    total, done = sum(len(u.jobs) for u in units), 0
-
-    def on_result(unit: WorkUnit, result: UnitResult) -> None:
-        nonlocal done
-        collector.add(unit, result)
-        if cache is not None:
-            envs = {job.env.name: job.env for job in unit.jobs}
-            for episode in result.episodes:
-                cache.put(unit.checkpoint_digest, envs[episode.env], episode)
-        done += len(unit.jobs)
-        if on_progress is not None:
-            on_progress(done, total)
-
-    data = {e.checkpoint.digest: e.checkpoint.data for e in collector.entries if not e.checkpoint.error}
-    if runs_in_process(config, units):
+    per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), collector.suite, shard_size=config.shard_size)
+    max_units = len(per_checkpoint) * len(stream.feed)
+    if runs_in_process(config, sum(u.agent_steps_upper_bound for u in per_checkpoint) * len(stream.feed)):
         workers_started = time.perf_counter()
         worker = in_process_worker(config)
         collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
-        stats = run_in_process(worker, units, data, on_result)
+        stats = run_in_process(worker, stream, stream.reported)
         return 0.0, time.perf_counter() - eval_started, [stats]
     import ray  # not before: a small evaluation in process never loads it
 
@@ -131,8 +144,10 @@ def _run_units(
 
     ray_init_s, started_ray = connect(config)
     try:
-        count = worker_count(config, ray.cluster_resources(), len(units))
-        scheduler = Scheduler(worker_factory(config), count, data, units, config.max_attempts, config.unit_timeout)
+        count = worker_count(config, ray.cluster_resources(), max_units)
+        if config.max_resident_checkpoints is None:
+            stream.feed.widen(2 * count)
+        scheduler = Scheduler(worker_factory(config), count, config.max_attempts, config.unit_timeout)
         workers_started = time.perf_counter()
         # Actor processes boot (imports, torch) before the evaluation clock starts; a worker that fails to
         # start surfaces in the scheduler's own loop (this wait never raises).
@@ -140,9 +155,7 @@ def _run_units(
         ray.wait(probes, num_returns=len(probes), timeout=300)
         collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
-        if on_progress is not None:
-            on_progress(0, total)
-        scheduler.run(on_result)
+        scheduler.run(stream, stream.reported)
         evaluation_s = time.perf_counter() - eval_started
         stats = worker_stats(scheduler.workers)
         collector.workers_replaced = scheduler.replaced
@@ -152,6 +165,25 @@ def _run_units(
         if started_ray:
             ray.shutdown()
     return ray_init_s, evaluation_s, stats
+
+
+def _listed(
+    uri: str, config: EvalConfig, settings: SourceSettings, resolved: Mapping[str, Sequence[Checkpoint]] | None
+) -> list[Candidate]:
+    if resolved is None:
+        return list_candidates(uri, config.checkpoints, settings)
+    return [_held(checkpoint) for checkpoint in resolved[uri]]
+
+
+def _held(checkpoint: Checkpoint) -> Candidate:
+    """A checkpoint already downloaded (the sweep's), as a candidate whose fetch hands its bytes back."""
+
+    def bytes_held() -> bytes:
+        if checkpoint.error:
+            raise EvaluatorError(checkpoint.error)
+        return checkpoint.data
+
+    return Candidate(checkpoint.name, checkpoint.uri, checkpoint.version, bytes_held)
 
 
 def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:

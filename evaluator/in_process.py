@@ -10,11 +10,12 @@ shipped in an archive could take the driver down with it). `--execution in-proce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.config import Device, EvalConfig, Execution
+from evaluator.unit_stream import UnitSource
 
 if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
     from actors.eval_worker import EvalWorker
@@ -24,7 +25,9 @@ SMALL_PLAN_AGENT_STEPS = 100_000
 MLP (BENCHMARKS.md (c)), against ~8 s for Ray and its workers to start before any episode."""
 
 
-def runs_in_process(config: EvalConfig, units: Sequence[WorkUnit]) -> bool:
+def runs_in_process(config: EvalConfig, agent_steps_upper_bound: int) -> bool:
+    """`agent_steps_upper_bound`: of the whole plan, before the results store is asked (checkpoints are only
+    listed when this is decided)."""
     if config.execution is not Execution.AUTO:
         return config.execution is Execution.IN_PROCESS
     return (
@@ -33,7 +36,7 @@ def runs_in_process(config: EvalConfig, units: Sequence[WorkUnit]) -> bool:
         and config.num_workers in (None, 1)
         and config.unit_timeout is None
         and not config.trust_remote_code
-        and sum(unit.agent_steps_upper_bound for unit in units) <= SMALL_PLAN_AGENT_STEPS
+        and agent_steps_upper_bound <= SMALL_PLAN_AGENT_STEPS
     )
 
 
@@ -52,21 +55,19 @@ def in_process_worker(config: EvalConfig) -> EvalWorker:
 
 
 def run_in_process(
-    worker: EvalWorker,
-    units: Sequence[WorkUnit],
-    checkpoint_bytes: Mapping[str, bytes],
-    on_result: Callable[[WorkUnit, UnitResult], None],
+    worker: EvalWorker, source: UnitSource, on_result: Callable[[WorkUnit, UnitResult], None]
 ) -> WorkerStats:
-    """Every unit, checkpoint by checkpoint as planned; a checkpoint error drops that checkpoint's other
+    """Every unit, checkpoint by checkpoint as they arrive; a checkpoint error drops that checkpoint's other
     units with the same error, as the scheduler does. Returns the worker's counters."""
-    failed: dict[str, UnitResult] = {}
-    for unit in units:
-        if unit.checkpoint_digest in failed:
-            error = failed[unit.checkpoint_digest].error
-            on_result(unit, UnitResult(unit_id=unit.unit_id, worker="in-process", error=error))
-            continue
-        result = worker.run(unit, checkpoint_bytes[unit.checkpoint_digest])
-        if result.error:
-            failed[unit.checkpoint_digest] = result
-        on_result(unit, result)
+    while batches := source.take(timeout=None):
+        for batch in batches:
+            error = None
+            for unit in batch.units:
+                result = (
+                    UnitResult(unit_id=unit.unit_id, worker="in-process", error=error)
+                    if error
+                    else worker.run(unit, batch.data)
+                )
+                error = error or result.error
+                on_result(unit, result)
     return worker.stats()

@@ -31,19 +31,36 @@ def make_plan(
     With `replays`, episode 0 of every (checkpoint, environment) is recorded. Episodes whose
     (checkpoint index, env name, episode) is in `skip` (already cached) get no unit.
     """
+    units: list[WorkUnit] = []
+    for index, checkpoint in enumerate(checkpoints):
+        if checkpoint is not None:
+            units += plan_checkpoint(
+                index, checkpoint, suite, shard_size=shard_size, replays=replays, skip=skip, first_unit_id=len(units)
+            )
+    return units
+
+
+def plan_checkpoint(
+    index: int,
+    checkpoint: Checkpoint,
+    suite: Suite,
+    *,
+    shard_size: int,
+    replays: bool = True,
+    skip: Set[tuple[int, str, int]] = frozenset(),
+    first_unit_id: int = 0,
+) -> list[WorkUnit]:
+    """The units of the checkpoint at position `index` of the run, numbered from `first_unit_id` (the driver
+    plans each checkpoint as it arrives, so unit ids stay unique across the run)."""
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
     units: list[WorkUnit] = []
-    for index, checkpoint in enumerate(checkpoints):
-        if checkpoint is None:
-            continue
-        for jobs in _jobs_by_agent_count(index, suite, replays, skip):
-            # Even shards: 40 episodes at 32 become 20 + 20, not 32 + 8 (a unit's size caps its lockstep width).
-            size = -(-len(jobs) // -(-len(jobs) // shard_size))
-            for start in range(0, len(jobs), size):
-                unit_id = len(units)
-                chunk = tuple(jobs[start : start + size])
-                units.append(WorkUnit(unit_id, index, checkpoint.uri, checkpoint.digest, chunk))
+    for jobs in _jobs_by_agent_count(index, suite, replays, skip):
+        # Even shards: 40 episodes at 32 become 20 + 20, not 32 + 8 (a unit's size caps its lockstep width).
+        size = -(-len(jobs) // -(-len(jobs) // shard_size))
+        for start in range(0, len(jobs), size):
+            chunk = tuple(jobs[start : start + size])
+            units.append(WorkUnit(first_unit_id + len(units), index, checkpoint.uri, checkpoint.digest, chunk))
     return units
 
 

@@ -74,6 +74,10 @@ class Timing(_Model):
     workers: int
     workers_replaced: int = Field(default=0, description="workers that died or hung and were replaced")
     driver_peak_rss_mb: float = Field(default=0.0, description="the driver process's peak resident memory so far")
+    driver_cpu_s: float = Field(default=0.0, description="CPU time of the driver process (all its threads) so far")
+    units: int = Field(
+        default=0, description="work units run in this run (episodes of one checkpoint batched together)"
+    )
 
 
 class OutputStatus(_Model):

@@ -4,19 +4,20 @@ Remote calls stay visible here: `.remote`, `ray.put`, `ray.wait`, `ray.get`, `ra
 collected in completion order with `ray.wait` in our own loop, not `ray.util.ActorPool`, which hands work
 to dead actors and stalls (ray#50313). Which unit goes where, and what a death or a hang does to the queue,
 is `evaluator.work_queue` (pure, with the failure policy written next to it); this module only applies it
-to actors.
+to actors. Units stream in from a `UnitSource` (`evaluator.unit_stream`) as their checkpoints are downloaded.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import RayError
 
 from actors.protocol import UnitResult, WorkUnit
+from evaluator.unit_stream import Batch, UnitSource
 from evaluator.work_queue import WorkQueue
 from sim.errors import first_line
 
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT_PER_WORKER = 2
 """Two units queued per actor hide the round trip between units without starving other actors."""
+
+POLL_S = 0.02
+"""How often the loop looks for newly downloaded checkpoints while downloads are in progress."""
 
 OnResult = Callable[[WorkUnit, UnitResult], None]
 
@@ -36,20 +40,18 @@ class Scheduler:
         self,
         new_worker: Callable[[], ray.actor.ActorHandle],
         count: int,
-        checkpoint_bytes: Mapping[str, bytes],
-        units: Sequence[WorkUnit],
         max_attempts: int,
         unit_timeout: float | None = None,
     ) -> None:
         self._new_worker = new_worker
         self._workers = [new_worker() for _ in range(count)]
-        self._bytes = checkpoint_bytes
+        self._bytes: dict[str, bytes] = {}
         self._refs: dict[str, ray.ObjectRef] = {}
-        """Checkpoint bytes in the object store: put at a checkpoint's first dispatch, dropped when its last unit
-        is reported, so the store holds the checkpoints in flight, not the run's."""
-        self._unreported = Counter(unit.checkpoint_digest for unit in units)
+        """Checkpoint bytes in the object store: put at a checkpoint's first dispatch, dropped (with the bytes
+        themselves) when its last unit is reported, so memory holds the checkpoints in flight, not the run's."""
+        self._unreported: Counter[str] = Counter()
         self._queue: WorkQueue[ray.ObjectRef] = WorkQueue(
-            units, count, max_attempts=max_attempts, unit_timeout=unit_timeout, max_in_flight=MAX_IN_FLIGHT_PER_WORKER
+            [], count, max_attempts=max_attempts, unit_timeout=unit_timeout, max_in_flight=MAX_IN_FLIGHT_PER_WORKER
         )
         self._unit_timeout = unit_timeout
         self.replaced = 0
@@ -58,12 +60,28 @@ class Scheduler:
     def workers(self) -> list[ray.actor.ActorHandle]:
         return list(self._workers)
 
-    def run(self, on_result: OnResult) -> None:
-        """Call `on_result(unit, result)` once per unit, in completion order."""
-        while self._queue.busy():
+    def add(self, batch: Batch) -> None:
+        self._bytes[batch.digest] = batch.data
+        self._unreported[batch.digest] += len(batch.units)
+        self._queue.add_units(batch.units)
+
+    def run(self, source: UnitSource, on_result: OnResult) -> None:
+        """Call `on_result(unit, result)` once per unit `source` gives, in completion order."""
+        while True:
+            for batch in source.take(timeout=0.0 if self._queue.busy() else None):
+                self.add(batch)
+            if not self._queue.busy():
+                if source.exhausted():
+                    return
+                if not source.fetching():
+                    raise RuntimeError("the unit source holds checkpoints but gives no units")  # a bug, not input
+                continue
             self._fill()
             owner = self._queue.owners()
-            ready, _ = ray.wait(list(owner), num_returns=1, timeout=self._queue.wait_timeout())
+            timeout = self._queue.wait_timeout()
+            if source.fetching():
+                timeout = POLL_S if timeout is None else min(timeout, POLL_S)
+            ready, _ = ray.wait(list(owner), num_returns=1, timeout=timeout)
             for ref in ready:
                 worker = owner[ref]
                 unit = self._queue.finished(worker, ref)
@@ -118,4 +136,6 @@ class Scheduler:
         digest = unit.checkpoint_digest
         self._unreported[digest] -= len(reported)
         if self._unreported[digest] <= 0:  # calls still running hold their own reference to the bytes
+            del self._unreported[digest]
             self._refs.pop(digest, None)
+            self._bytes.pop(digest, None)

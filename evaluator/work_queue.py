@@ -47,10 +47,8 @@ class WorkQueue(Generic[Ticket]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pending: OrderedDict[str, deque[WorkUnit]] = OrderedDict()
-        for unit in units:
-            self._pending.setdefault(unit.checkpoint_digest, deque()).append(unit)
-        self._pending_count = len(units)
-        self._never_given: deque[str] = deque(self._pending)
+        self._pending_count = 0
+        self._never_given: deque[str] = deque()
         """Checkpoints in plan order, each looked at once as "not given to any worker yet" (skipped when a
         worker holds it by then): what keeps the search for an unheld checkpoint amortised O(1)."""
         self._queues: list[deque[tuple[Ticket, WorkUnit]]] = [deque() for _ in range(workers)]
@@ -64,6 +62,17 @@ class WorkQueue(Generic[Ticket]):
         self._unit_timeout = unit_timeout
         self._max_in_flight = max_in_flight
         self._clock = clock
+        self.add_units(units)
+
+    def add_units(self, units: Iterable[WorkUnit]) -> None:
+        """More units, after those already pending (the driver adds each checkpoint's as it arrives)."""
+        for unit in units:
+            digest = unit.checkpoint_digest
+            if digest not in self._pending:
+                self._pending[digest] = deque()
+                self._never_given.append(digest)
+            self._pending[digest].append(unit)
+            self._pending_count += 1
 
     @property
     def pending(self) -> list[WorkUnit]:
@@ -133,6 +142,9 @@ class WorkQueue(Generic[Ticket]):
     def _set_held(self, worker: int, digests: list[str]) -> None:
         self._holders.subtract(self._held[worker])
         self._holders.update(digests)
+        for digest in self._held[worker]:
+            if not self._holders[digest]:  # keep the counter the size of what is held, not of the run
+                del self._holders[digest]
         self._held[worker] = digests
 
     def owners(self) -> dict[Ticket, int]:

@@ -46,6 +46,44 @@ def test_episodes_are_reduced_per_checkpoint_and_dropped(tmp_path: Path):
     assert completed[len(units) // 2] != {0, 1, 2}, "checkpoints are reduced as they complete, not at the end"
     for index in range(3):  # the same figures as reducing all of its episodes at once
         mine = [played(job) for unit in units if unit.checkpoint_index == index for job in unit.jobs]
-        assert collector.metrics[index] == checkpoint_metrics(SUITE, mine)
+        assert collector.metrics_of(index) == checkpoint_metrics(SUITE, mine)
     assert pq.read_table(tmp_path / "episodes.parquet").num_rows == len(units)
     assert len(list(tmp_path.rglob("*_ep0.json.z"))) == 3 * len(SUITE.envs)
+
+
+def test_the_streamed_report_is_the_full_reports_json(tmp_path: Path):
+    """report.json written checkpoint by checkpoint is byte for byte what dumping the whole report gives
+    (two policies, one with no checkpoints, an error, a replay URL), and reads back as the same report."""
+    from evaluator.outputs.local import write_report_streamed
+    from evaluator.report import CheckpointReport, Timing
+    from evaluator.report_assembly import build_report
+
+    results = [
+        played(job) for unit in make_plan([Checkpoint("c", "u", "v", "d")], SUITE, shard_size=1) for job in unit.jobs
+    ]
+    good = CheckpointReport(
+        name="c0",
+        uri="file:///c0",
+        version="v1",
+        digest="sha256:0",
+        metrics=checkpoint_metrics(SUITE, results),
+        replay_url="file:///r/0.json.z",
+    )
+    bad = CheckpointReport(name="c1", uri="file:///c1", version="v2", digest="", error='gone: "c1"')
+    timing = Timing(
+        wall_s=1,
+        ray_init_s=0,
+        evaluation_s=1,
+        agent_steps=5,
+        agent_steps_per_s=5,
+        episodes=2,
+        policy_loads=1,
+        workers=1,
+    )
+    uris = ["file:///run", "builtin://none", "s3://b/p"]
+    by_policy = {"file:///run": [good, bad], "builtin://none": [], "s3://b/p": [bad]}
+    full = build_report([(u, c) for u in uris for c in by_policy[u]], SUITE, uris, "run", timing, [])
+    skeleton = build_report([], SUITE, uris, "run", timing, [])
+    path = write_report_streamed(tmp_path, skeleton, [iter(by_policy[u]) for u in uris])
+    assert path.read_text() == full.model_dump_json(indent=2)
+    assert type(full).model_validate_json(path.read_text()) == full

@@ -16,9 +16,10 @@ from sim.suites import get_suite
 EXAMPLES = Path(__file__).parents[1] / "examples" / "policies"
 
 
-def smoke_units(episodes: int = 2):
+def smoke_agent_steps(episodes: int = 2) -> int:
     [checkpoint] = resolve("builtin://navigator")
-    return make_plan([checkpoint], get_suite("smoke").with_episodes(episodes), shard_size=32, replays=False, skip=set())
+    units = make_plan([checkpoint], get_suite("smoke").with_episodes(episodes), shard_size=32, replays=False)
+    return sum(u.agent_steps_upper_bound for u in units)
 
 
 @pytest.mark.parametrize(
@@ -36,13 +37,13 @@ def smoke_units(episodes: int = 2):
 )
 def test_auto_runs_small_plans_in_process_only_when_as_safe(overrides, expected):
     config = EvalConfig(policy_uris=("builtin://navigator",), **overrides)
-    assert runs_in_process(config, smoke_units()) is expected
+    assert runs_in_process(config, smoke_agent_steps()) is expected
 
 
 def test_auto_sends_large_plans_to_ray():
-    units = smoke_units(episodes=2_000)
-    assert sum(u.agent_steps_upper_bound for u in units) > SMALL_PLAN_AGENT_STEPS
-    assert not runs_in_process(EvalConfig(policy_uris=("builtin://navigator",)), units)
+    agent_steps = smoke_agent_steps(episodes=2_000)
+    assert agent_steps > SMALL_PLAN_AGENT_STEPS
+    assert not runs_in_process(EvalConfig(policy_uris=("builtin://navigator",)), agent_steps)
 
 
 @pytest.mark.usefixtures("ray_session")

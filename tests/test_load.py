@@ -52,6 +52,7 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     from evaluator.ray_cluster import worker_factory
     from evaluator.scheduler import Scheduler
     from evaluator.sources import resolve
+    from evaluator.unit_stream import FixedUnits
     from sim.suites import get_suite
 
     run = tmp_path / "run"
@@ -62,14 +63,15 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     checkpoints = resolve(str(run), "all")
     units = make_plan(checkpoints, get_suite("smoke").with_episodes(2), shard_size=1, replays=False)
     config = EvalConfig(policy_uris=(str(run),), num_workers=2)
-    scheduler = Scheduler(worker_factory(config), 2, {c.digest: c.data for c in checkpoints}, units, max_attempts=3)
+    scheduler = Scheduler(worker_factory(config), 2, max_attempts=3)
+    source = FixedUnits(units, {c.digest: c.data for c in checkpoints})
     held: list[int] = []
     reported: list[int] = []
     try:
-        scheduler.run(lambda unit, result: (held.append(len(scheduler._refs)), reported.append(unit.unit_id)))
+        scheduler.run(source, lambda unit, result: (held.append(len(scheduler._refs)), reported.append(unit.unit_id)))
     finally:
         for worker in scheduler.workers:  # the shared Ray has 2 CPUs: leave them to the next test
             ray.kill(worker)
     assert sorted(reported) == [u.unit_id for u in units]
     assert max(held) <= 4, max(held)
-    assert scheduler._refs == {}
+    assert scheduler._refs == {} and scheduler._bytes == {}

@@ -4,15 +4,18 @@ last and marks the run complete."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluator.report import Report
+from evaluator.report import CheckpointReport, Report
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
 from sim.replays import REPLAY_SUFFIX
@@ -46,11 +49,19 @@ EPISODE_SCHEMA = pa.schema(
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    with atomic_file(path) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file written under a temporary name in its directory, renamed into place when the block ends
+    without an exception (and removed when it raises)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -137,4 +148,32 @@ class EpisodeTable:
 def write_report(run_dir: Path, report: Report) -> Path:
     path = run_dir / "report.json"
     atomic_write(path, report.model_dump_json(indent=2).encode())
+    return path
+
+
+CHECKPOINTS_SLOT = '"checkpoints": []'
+CHECKPOINT_INDENT = " " * 8
+"""Where a policy's checkpoints sit in the indented report: `policies` > list item > `checkpoints` > item."""
+
+
+def write_report_streamed(run_dir: Path, skeleton: Report, checkpoints: Sequence[Iterable[CheckpointReport]]) -> Path:
+    """report.json exactly as `write_report` would write the full report, without ever holding it: the
+    skeleton (every policy with no checkpoints) is dumped, and each policy's empty list is replaced by its
+    checkpoints (`checkpoints[i]` for policy i), dumped one at a time. 10,000 checkpoints on 20 environments
+    are ~400 MB as models, so the driver never builds them all (BENCHMARKS.md, "scale")."""
+    if any(policy.checkpoints for policy in skeleton.policies) or len(checkpoints) != len(skeleton.policies):
+        raise ValueError("the skeleton's policies must have no checkpoints, and each one its own iterable")
+    head, *tails = skeleton.model_dump_json(indent=2).split(CHECKPOINTS_SLOT)
+    path = run_dir / "report.json"
+    with atomic_file(path) as handle:
+        handle.write(head.encode())
+        for tail, policy_checkpoints in zip(tails, checkpoints, strict=True):
+            handle.write(b'"checkpoints": [')
+            separator = "\n"
+            for checkpoint in policy_checkpoints:
+                body = checkpoint.model_dump_json(indent=2).replace("\n", "\n" + CHECKPOINT_INDENT)
+                handle.write(f"{separator}{CHECKPOINT_INDENT}{body}".encode())
+                separator = ",\n"
+            closing = "]" if separator == "\n" else "\n" + CHECKPOINT_INDENT[:-2] + "]"
+            handle.write((closing + tail).encode())
     return path

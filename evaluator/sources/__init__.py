@@ -2,8 +2,9 @@
 
 Each scheme module provides `candidates(uri, settings) -> [Candidate]` in training order, and
 `uri_version(uri) -> str | None`, the version the URI itself names (`wandb://e/p/run:v3`, `.../run:v30/`), if
-any. `resolve` refuses a URI naming a version together with a selection other than `latest` (one would
-silently override the other), applies the selection, then fetches only the chosen checkpoints.
+any. `list_candidates` refuses a URI naming a version together with a selection other than `latest` (one
+would silently override the other) and applies the selection without downloading anything; `fetch` then
+downloads one chosen candidate (the driver streams them: `evaluator.checkpoint_feed`), `resolve` does both.
 
 A chosen checkpoint whose bytes cannot be fetched intact fails alone: its object vanished or is denied, a
 W&B file is gone, the connection dropped mid-download (after the client's own retries), a download fails
@@ -92,7 +93,15 @@ def path_of(uri: str) -> Path:
 
 
 def resolve(policy_uri: str, selector: str = "latest", settings: SourceSettings | None = None) -> list[Checkpoint]:
-    """The selected checkpoints of a policy URI, in training order."""
+    """The selected checkpoints of a policy URI, in training order, downloaded."""
+    return [fetch(candidate) for candidate in list_candidates(policy_uri, selector, settings)]
+
+
+def list_candidates(
+    policy_uri: str, selector: str = "latest", settings: SourceSettings | None = None
+) -> list[Candidate]:
+    """The selected checkpoints of a policy URI, in training order, listed but not downloaded (cheap: a
+    directory listing, one S3 list, one W&B query)."""
     settings = settings or SourceSettings()
     scheme = scheme_of(policy_uri)
     if scheme not in SCHEMES:
@@ -102,8 +111,7 @@ def resolve(policy_uri: str, selector: str = "latest", settings: SourceSettings 
     source = importlib.import_module(SCHEMES[scheme])
     check_not_overridden(policy_uri, source.uri_version(policy_uri), selector)
     found = source.candidates(policy_uri, settings)
-    chosen = select(found, [c.version for c in found], selector, policy_uri)
-    return [fetch(candidate) for candidate in chosen]
+    return select(found, [c.version for c in found], selector, policy_uri)
 
 
 def check_not_overridden(policy_uri: str, version: str | None, selector: str) -> None:

@@ -1,0 +1,160 @@
+"""Checkpoints -> work units, as their bytes arrive: the driver's side of streaming.
+
+For each checkpoint the feed hands over, in the order downloads finish: record it with the collector
+(its error, if the download failed), take what the results store already holds, plan the episodes still
+missing, and pass them on with the checkpoint's bytes as one `Batch`. When a checkpoint has nothing left to
+run (failed, fully cached, or its last unit reported) its place in the feed goes to the next download, so
+the number of checkpoints held in memory is the feed's bound, whatever the run's size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from actors.protocol import UnitResult, WorkUnit
+from evaluator.checkpoint_feed import CheckpointFeed
+from evaluator.collector import Collector
+from evaluator.plan import plan_checkpoint
+from evaluator.results_cache import ResultsCache
+from evaluator.sources import Checkpoint
+
+ProgressCallback = Callable[[int, int], None]
+"""`(episodes settled, episodes in the run)`; settled = played, taken from the store, or failed."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One checkpoint's units and its bytes (held only as long as some of those units are unreported)."""
+
+    digest: str
+    data: bytes = field(repr=False)
+    units: list[WorkUnit]
+
+
+class UnitSource(Protocol):
+    """What the scheduler and the in-process runner take units from."""
+
+    def take(self, timeout: float | None = 0.0) -> list[Batch]: ...
+    def exhausted(self) -> bool: ...
+    def fetching(self) -> bool: ...
+
+
+class FixedUnits:
+    """A `UnitSource` of units known up front (tests, benchmarks)."""
+
+    def __init__(self, units: Sequence[WorkUnit], checkpoint_bytes: dict[str, bytes]) -> None:
+        by_digest: dict[str, list[WorkUnit]] = {}
+        for unit in units:
+            by_digest.setdefault(unit.checkpoint_digest, []).append(unit)
+        self._batches = [Batch(d, checkpoint_bytes[d], u) for d, u in by_digest.items()]
+
+    def take(self, timeout: float | None = 0.0) -> list[Batch]:
+        batches, self._batches = self._batches, []
+        return batches
+
+    def exhausted(self) -> bool:
+        return not self._batches
+
+    def fetching(self) -> bool:
+        return bool(self._batches)
+
+
+class UnitStream:
+    """The `UnitSource` of an evaluation: checkpoints from the feed, planned as they arrive."""
+
+    def __init__(
+        self,
+        feed: CheckpointFeed,
+        collector: Collector,
+        *,
+        shard_size: int,
+        replays: bool,
+        cache: ResultsCache | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.feed = feed
+        self._collector = collector
+        self._cache = cache
+        self._shard_size = shard_size
+        self._replays = replays
+        self._on_progress = on_progress
+        self._next_unit_id = 0
+        self._unreported: Counter[int] = Counter()
+        """Units not reported yet, per checkpoint index."""
+        self._per_checkpoint = sum(env.episodes for env in collector.suite.envs)
+        self.total_episodes = self._per_checkpoint * len(feed)
+        self.settled_episodes = 0
+        self._peeked: list[Batch] = []
+
+    def exhausted(self) -> bool:
+        return not self._peeked and self.feed.exhausted()
+
+    def fetching(self) -> bool:
+        return bool(self._peeked) or self.feed.fetching()
+
+    def has_work(self) -> bool:
+        """Whether any unit is to be run at all, waiting for the first checkpoint that has some (an evaluation
+        that the results store answers entirely never starts Ray)."""
+        self._peeked = self._peeked or self.take(timeout=None)
+        return bool(self._peeked)
+
+    def take(self, timeout: float | None = 0.0) -> list[Batch]:
+        """Batches of checkpoints that arrived, waiting up to `timeout` s (None: until one has units to run or
+        every checkpoint is handed out; [] then means nothing is left)."""
+        batches, self._peeked = self._peeked, []
+        while not batches:
+            arrived = self.feed.arrived(timeout)
+            for index, checkpoint in arrived:
+                batch = self._batch(index, checkpoint)
+                if batch is None:
+                    self.feed.release()
+                else:
+                    batches.append(batch)
+            if timeout is not None or not arrived and not self.feed.fetching():
+                break  # every checkpoint handed out (or all resident ones are: the caller holds their units)
+        self._progress()
+        return batches
+
+    def _batch(self, index: int, checkpoint: Checkpoint) -> Batch | None:
+        self._collector.fetched(index, checkpoint)
+        if checkpoint.error:
+            self.settled_episodes += self._per_checkpoint
+            return None
+        skip = self._collector.add_cached(index, self._cache, self._replays) if self._cache else set()
+        self.settled_episodes += len(skip)
+        units = plan_checkpoint(
+            index,
+            checkpoint,
+            self._collector.suite,
+            shard_size=self._shard_size,
+            replays=self._replays,
+            skip=skip,
+            first_unit_id=self._next_unit_id,
+        )
+        if not units:
+            return None
+        self._next_unit_id += len(units)
+        self._unreported[index] = len(units)
+        return Batch(checkpoint.digest, checkpoint.data, units)
+
+    def reported(self, unit: WorkUnit, result: UnitResult) -> None:
+        """Record `unit`'s result; the checkpoint's place in the feed is freed with its last unit."""
+        self._collector.add(unit, result)
+        if self._cache is not None:
+            envs = {job.env.name: job.env for job in unit.jobs}
+            for episode in result.episodes:
+                self._cache.put(unit.checkpoint_digest, envs[episode.env], episode)
+        self.settled_episodes += len(unit.jobs)
+        index = unit.checkpoint_index
+        self._unreported[index] -= 1
+        if not self._unreported[index]:
+            del self._unreported[index]
+            self.feed.release()
+        self._progress()
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.settled_episodes, self.total_episodes)
