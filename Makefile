@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR := data
 DEMO_POLICIES := -p examples/policies/navigator_bc -p examples/policies/navigator_lstm -p builtin://navigator -p builtin://random --checkpoints all
 
-.PHONY: demo test lint format clean bench
+.PHONY: demo test test-services lint format clean bench
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU build instead of a multi-GB CUDA one.
 # pufferlib-core (mettagrid's trainable policies: lstm, stateless, puffer) pins torch==2.9.0 in its metadata,
@@ -31,9 +31,14 @@ lint: $(STAMP)
 
 # Two pytest sessions: the multi-node `ray.cluster_utils.Cluster` tests need their own Ray, everything
 # else shares one Ray instance per session.
-test: $(STAMP) lint
+# The tests start a real PostgreSQL 15 (Debian's `postgresql-15`) themselves; installed here if it is missing.
+test: $(STAMP) lint test-services
 	$(BIN)/python -m pytest -m "not cluster" -q
 	$(BIN)/python -m pytest -m cluster -q
+
+test-services:
+	@command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb" || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
 
 # Benchmarks (BENCHMARKS.md), figures and same-run ratios: bench.throughput (runner, Ray, tiny run),
 # bench.recurrent (mettagrid's `lstm` class batched vs the example MLP and vs mettagrid's per-agent path),

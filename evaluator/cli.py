@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typer.core import TyperGroup
 
 from evaluator.cli_options import (
     Checkpoints,
+    DataDir,
     IncludeCached,
     JobDataDir,
     JobDevice,
@@ -48,6 +50,7 @@ from evaluator.cli_options import (
     PolicyUris,
     PolicyUriTemplate,
     RayAuthToken,
+    ResultsDb,
     ServiceHost,
     ServicePort,
     ServiceRayAddress,
@@ -69,6 +72,8 @@ from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError,
 __all__ = ["MARKER_END", "MARKER_START", "app", "main"]
 
 SECRET_OPTIONS = ("wandb_api_key", "webhook_secret", "ray_auth_token")
+DATABASE_URL_OPTIONS = (("RESULTS_DB_URL", "results_db"),)
+"""(environment variable, option) of database URLs: their passwords are masked wherever they appear."""
 """Options whose values are masked in everything printed, besides the SECRET_VARIABLES of the environment."""
 
 
@@ -199,8 +204,19 @@ def _first_policy(policy_uri: Iterable[str] | None) -> str | None:
 
 
 def _redactor(values: dict[str, Any]) -> Redactor:
-    secrets = [os.environ.get(name) for name in SECRET_VARIABLES] + [values.get(name) for name in SECRET_OPTIONS]
+    urls = dict(DATABASE_URL_OPTIONS)
+    secrets = [os.environ.get(name) for name in SECRET_VARIABLES if name not in urls]
+    secrets += [values.get(name) for name in SECRET_OPTIONS]
+    for variable, option in DATABASE_URL_OPTIONS:  # the password, not the whole URL: where it points is useful
+        secrets += [_password_of(url) for url in (os.environ.get(variable), values.get(option)) if url]
     return Redactor(secrets)
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _setup_logging(redact: Redactor) -> None:
@@ -312,6 +328,54 @@ def schema() -> None:
     typer.echo(json.dumps(report_schema(), indent=2))
 
 
+@command()
+def results(
+    out: Output,
+    run: Annotated[str | None, typer.Option("--run", help="Show this run: its checkpoints in order.")] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Show this policy's checkpoints over time (URI as given to -p).")
+    ] = None,
+    best: Annotated[bool, typer.Option("--best", help="The best checkpoints per suite across all runs.")] = False,
+    suite: Annotated[
+        str | None, typer.Option("--suite", help="Only this suite (recent runs, --policy, --best).")
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="With --best: rank by this environment's score.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Runs to list [default: 20], or per suite with --best [10].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of tables.")] = False,
+    results_db: ResultsDb = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Past evaluations from the results database: recent runs (default), one run (--run), a policy's
+    checkpoints over time (--policy), or the best checkpoints (--best [--suite S] [--env E])."""
+    from pydantic import SecretStr
+
+    from evaluator.config import results_db_url
+    from evaluator.results_view import render
+    from evaluator.store import queries
+    from evaluator.store.database import masked
+
+    if sum((run is not None, policy is not None, best)) > 1:
+        raise UsageError("choose one of --run, --policy and --best")
+    if env is not None and not best:
+        raise UsageError("--env ranks checkpoints: use it with --best")
+    secret = SecretStr(results_db) if results_db else None
+    url = results_db_url(EvalConfig.model_construct(data_dir=data_dir, results_db=secret))  # only these two read
+    answer: queries.RecentRuns | queries.RunDetail | queries.PolicyHistory | queries.BestCheckpoints
+    if run is not None:
+        answer = queries.run_detail(url, run)
+    elif not queries.has_runs(url):
+        answer = queries.RecentRuns(database=masked(url), runs=[])
+    elif policy is not None:
+        answer = queries.policy_history(url, policy, suite)
+    elif best:
+        answer = queries.best_checkpoints(url, suite, env, limit or 10)
+    else:
+        answer = queries.recent_runs(url, limit or 20, suite)
+    out.emit(answer.model_dump_json(indent=2) if as_json else render(answer))
+
+
 # -- sweep and serve -------------------------------------------------------------------------------------------------
 
 
@@ -328,8 +392,9 @@ def sweep(
     markers: Markers = False,
     progress: ShowProgress = True,
 ) -> None:
-    """Evaluate only the checkpoints not yet in the results store, each once even when sweeps overlap
-    (leases in DATA_DIR/leases); print every checkpoint's state and the report of what was evaluated."""
+    """Evaluate only the checkpoints not yet in the results database, each once even when sweeps overlap
+    (leases in the same database, `--results-db`); print every checkpoint's state and the report of what was
+    evaluated."""
     from datetime import UTC, datetime
 
     from evaluator.sweep import SweepConfig, read_policy_list
@@ -382,6 +447,7 @@ def serve(
     unit_timeout: JobUnitTimeout = None,
     wandb_entity: JobWandbEntity = None,
     wandb_project: JobWandbProject = None,
+    results_db: ResultsDb = None,
 ) -> None:
     """The webhook service: W&B Automations deliveries -> one evaluation job per artifact version on the Ray
     cluster. Job options given here (or in their variables) go into every job's runtime_env; unset ones come
@@ -405,6 +471,7 @@ def serve(
         "webhook_secret": webhook_secret,
         "ray_auth_token": ray_auth_token,
         "wandb_api_key": wandb_api_key,
+        "results_db": results_db,
         "host": host,
         "port": port,
         "job_env": {name: str(value) for name, value in forwarded.items() if value is not None},

@@ -65,7 +65,7 @@ ReuseResults = Annotated[
     typer.Option(
         "--reuse-results/--no-reuse-results",
         "--cache/--no-cache",
-        help="Reuse episodes already in the results store (DATA_DIR/cache/results).",
+        help="Reuse episodes already in the results database (--results-db).",
     ),
 ]
 RayAddress = Annotated[
@@ -80,6 +80,15 @@ ExecutionOption = Annotated[
 ]
 WandbEntity = Annotated[str, typer.Option(envvar="WANDB_ENTITY", help="W&B entity for wandb://run/.")]
 WandbProject = Annotated[str, typer.Option(envvar="WANDB_PROJECT", help="W&B project for wandb://run/.")]
+ResultsDb = Annotated[
+    str | None,
+    typer.Option(
+        "--results-db",
+        envvar="RESULTS_DB_URL",
+        show_default=False,
+        help="Results database URL: postgresql://user:password@host/db on clusters [default: sqlite in DATA_DIR].",
+    ),
+]
 WandbApiKey = Annotated[
     str | None,
     typer.Option(envvar="WANDB_API_KEY", show_default=False, help="W&B API key (needed for wandb:// only)."),
@@ -213,6 +222,7 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "max_attempts": MaxAttempts,
     "trust_remote_code": TrustRemoteCode,
     "reuse_results": ReuseResults,
+    "results_db": ResultsDb,
     "ray_address": RayAddress,
     "execution": ExecutionOption,
     "wandb_entity": WandbEntity,

@@ -18,8 +18,8 @@ from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.outputs.local import EpisodeRow, EpisodeTable, atomic_write, replay_path
 from evaluator.report import CheckpointMetrics, CheckpointReport, Timing
 from evaluator.report_assembly import checkpoint_metrics
-from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint
+from evaluator.store.episodes import EpisodeStore
 from sim.metrics import EpisodeResult
 from sim.suites import Suite
 
@@ -68,34 +68,43 @@ class Collector:
         if checkpoint.error:
             self.errors[index] = checkpoint.error
 
-    def add_cached(self, index: int, cache: ResultsCache, replays: bool) -> set[tuple[int, str, int]]:
-        """Take every episode of checkpoint `index` the store already holds (`ResultsCache.lookup`'s rule);
+    def add_cached(self, index: int, store: EpisodeStore, replays: bool) -> set[tuple[int, str, int]]:
+        """Take every episode of checkpoint `index` the store already holds (`EpisodeStore.lookup`'s rule);
         return their (checkpoint index, env, episode) keys, which its plan then skips."""
+        stored = store.lookup(self.entries[index].checkpoint.digest, self.suite, replays)
         found: set[tuple[int, str, int]] = set()
-        for result in cache.lookup(self.entries[index].checkpoint.digest, self.suite, replays).found:
+        for result in stored.found:
             self._keep(index, result)
             found.add((index, result.env, result.episode))
+        first_replay = stored.replay_uris.get((self.suite.envs[0].name, 0))
+        if replays and first_replay:  # the stored replay is linked where it is, not copied
+            self.replay_urls[index] = first_replay
         self.cached_episodes += len(found)
         return found
 
-    def add(self, unit: WorkUnit, result: UnitResult) -> None:
+    def add(self, unit: WorkUnit, result: UnitResult) -> list[str | None]:
+        """Take a unit's result; returns the URI of each episode's replay as written (None: no replay)."""
         index = unit.checkpoint_index
         self.units += 1
         if result.error:
             self.errors.setdefault(index, result.error)
             self.results.pop(index, None)
-            return
+            return []
+        replays = []
         for episode in result.episodes:
-            self._keep(index, episode)
+            replays.append(self._keep(index, episode))
             self.played_agent_steps += episode.agent_steps
+        return replays
 
-    def _keep(self, index: int, episode: EpisodeResult) -> None:
+    def _keep(self, index: int, episode: EpisodeResult) -> str | None:
         checkpoint = self.entries[index].checkpoint
+        replay_uri = None
         if episode.replay is not None:
             path = replay_path(self.run_dir, index, checkpoint.name, episode.env, episode.episode)
             atomic_write(path, episode.replay)
+            replay_uri = path.resolve().as_uri()
             if episode.env == self.suite.envs[0].name:
-                self.replay_urls[index] = path.resolve().as_uri()
+                self.replay_urls[index] = replay_uri
         if self.table is not None:
             row = EpisodeRow(
                 self.entries[index].policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode
@@ -103,12 +112,13 @@ class Collector:
             self.table.add(row)
         self.episodes += 1
         if index in self.errors:
-            return
+            return replay_uri
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
         if len(kept) == self._expected:
             self.metrics[index] = zlib.compress(checkpoint_metrics(self.suite, kept).model_dump_json().encode())
             del self.results[index]
+        return replay_uri
 
     def metrics_of(self, index: int) -> CheckpointMetrics | None:
         """The reduced metrics of the checkpoint at `index`, if it completed."""

@@ -69,7 +69,11 @@ class EvalConfig(BaseModel):
     trust_remote_code: bool = False
     """Let mettagrid submission archives run the code they ship (bundled modules, setup scripts)."""
     reuse_results: bool = True
-    """Reuse the episode results store in DATA_DIR (--no-reuse-results plays everything again)."""
+    """Reuse episodes already in the results database (--no-reuse-results plays everything again; the
+    episodes are still recorded)."""
+    results_db: SecretStr | None = None
+    """The results database (evaluator.store): a SQLAlchemy URL, `postgresql://user:password@host/db` on
+    clusters; unset: SQLite at DATA_DIR/results.db. A SecretStr: its password never shows in a dump or log."""
     replays: bool = True
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None
@@ -107,6 +111,13 @@ class EvalConfig(BaseModel):
         elif not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.run_name):
             raise ValueError(f"run_name {self.run_name!r} may hold only letters, digits, '_', '.', '-'")
         return self
+
+
+def results_db_url(config: EvalConfig) -> str:
+    """The results database's URL: the one given, else SQLite in DATA_DIR."""
+    if config.results_db is not None:
+        return config.results_db.get_secret_value()
+    return f"sqlite:///{(config.data_dir / 'results.db').resolve()}"
 
 
 def default_run_name(policy_uri: str, now: datetime | None = None) -> str:

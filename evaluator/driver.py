@@ -15,24 +15,27 @@ coming back; `evaluator.work_queue` has the rules); every other checkpoint compl
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors.protocol import WorkerStats
 from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector, Entry
-from evaluator.config import EvalConfig
+from evaluator.config import EvalConfig, results_db_url
 from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
 from evaluator.outputs.local import EpisodeTable, write_report, write_report_streamed
 from evaluator.plan import plan_checkpoint
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
-from evaluator.results_cache import ResultsCache
 from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
+from evaluator.store.episodes import EpisodeStore
+from evaluator.store.runs import RecordedCheckpoint, RunLog
 from evaluator.unit_stream import ProgressCallback, UnitStream
 from sim.errors import EvaluatorError, UsageError
 from sim.suites import Suite, get_suite
@@ -81,6 +84,10 @@ def evaluate(
     listed = [(uri, candidate) for uri in config.policy_uris for candidate in _listed(uri, config, settings, resolved)]
     run_dir = config.data_dir / config.run_name
     entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
+    store_url = results_db_url(config)
+    warn_about_old_cache(config.data_dir)
+    store = EpisodeStore(store_url)
+    run_log = RunLog(store_url, config.run_name, suite.name, config.model_dump(mode="json"))
     table = EpisodeTable(run_dir / "episodes.parquet")
     feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
     del listed  # the feed holds each candidate until it is downloaded
@@ -91,14 +98,18 @@ def evaluate(
             collector,
             shard_size=config.shard_size,
             replays=config.replays,
-            cache=ResultsCache(config.data_dir) if config.reuse_results else None,
+            store=store,
+            reuse=config.reuse_results,
+            run_id=run_log.run_id,
             on_progress=on_progress,
         )
         ray_init_s, evaluation_s, stats = 0.0, 0.0, []
         if stream.has_work():  # everything stored or failed: no Ray at all
             ray_init_s, evaluation_s, stats = _run_units(config, stream, collector)
     except BaseException:
-        table.abort()
+        table.abort()  # nothing half-written: no episodes.parquet, no report; stored episodes are whole units
+        with contextlib.suppress(EvaluatorError):  # the database itself may be what went away
+            run_log.failed()
         raise
     finally:
         feed.close()
@@ -110,6 +121,7 @@ def evaluate(
     failures = collector.failures()
     if not config.output_uri:
         write_report_streamed(run_dir, skeleton, checkpoints)
+        run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
         return RunOutcome(run_dir=run_dir, failures=failures)
     # Delivery reads the whole report (W&B logs every checkpoint's metrics): built in memory only here.
     policies = [
@@ -122,7 +134,23 @@ def evaluate(
     report = _deliver(run_dir, report, config, settings)
     if report.output is not None and report.output.error is not None:
         failures.append(report.output.error)
+    run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
     return RunOutcome(run_dir=run_dir, failures=failures, loaded=report)
+
+
+def _recorded(collector: Collector, skeleton: Report) -> Iterator[RecordedCheckpoint]:
+    for policy in skeleton.policies:
+        for checkpoint in collector.checkpoint_reports(policy.policy_uri):
+            yield RecordedCheckpoint(policy.policy_uri, checkpoint)
+
+
+@functools.cache
+def warn_about_old_cache(data_dir: Path) -> None:
+    """The per-episode JSON files of earlier versions are not read any more: said once, not imported (their
+    episodes are replayed once, then stored)."""
+    old = data_dir / "cache" / "results"
+    if old.is_dir():
+        logger.info("ignoring the old per-episode cache %s: results now live in the results database; delete it", old)
 
 
 def _run_units(config: EvalConfig, stream: UnitStream, collector: Collector) -> tuple[float, float, list[WorkerStats]]:
@@ -155,12 +183,14 @@ def _run_units(config: EvalConfig, stream: UnitStream, collector: Collector) -> 
         ray.wait(probes, num_returns=len(probes), timeout=300)
         collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
-        scheduler.run(stream, stream.reported)
-        evaluation_s = time.perf_counter() - eval_started
-        stats = worker_stats(scheduler.workers)
-        collector.workers_replaced = scheduler.replaced
-        for worker in scheduler.workers:
-            ray.kill(worker)
+        try:
+            scheduler.run(stream, stream.reported)
+            evaluation_s = time.perf_counter() - eval_started
+            stats = worker_stats(scheduler.workers)
+            collector.workers_replaced = scheduler.replaced
+        finally:  # on an attached cluster too: an error here must not leave actors holding its resources
+            for worker in scheduler.workers:
+                ray.kill(worker)
     finally:
         if started_ray:
             ray.shutdown()

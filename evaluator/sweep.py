@@ -1,12 +1,13 @@
 """`policy-evaluator sweep`: evaluate only the checkpoints the results store does not hold yet, and each of
 them once, even when sweeps overlap (the nightly RayCronJob, the webhook service's jobs, a person).
 
-The results store (`evaluator.results_cache`) is the memory of what was evaluated: a checkpoint is done when
-every episode of the suite is cached under its content digest (and episode 0 with its replay when replays
+The results database (`evaluator.store`) is the memory of what was evaluated: a checkpoint is done when
+every episode of the suite is stored under its content digest (and episode 0 with its replay when replays
 are on). A sweep lists every checkpoint of each configured policy URI, skips the done ones, takes a lease on
-each of the others, looks at the cache again under the lease (a sweep that finished it meanwhile has released
-its lease), and evaluates the ones it holds in one `evaluate()` run: one report, delivered to OUTPUT_URI like
-any run's. Leases are `evaluator.leases`; what a sweep reports is `evaluator.sweep_results`.
+each of the others (in the same database: `evaluator.store.leases`, so sweeps on different nodes exclude
+each other), looks at the store again under the lease (a sweep that finished it meanwhile has released its
+lease), and evaluates the ones it holds in one `evaluate()` run: one report, delivered to OUTPUT_URI like any
+run's. What a sweep reports is `evaluator.sweep_results`.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluator.config import EvalConfig
+from evaluator.config import EvalConfig, results_db_url
 from evaluator.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
-from evaluator.leases import LEASE_DIR, Heartbeat, Lease, LeaseTable
 from evaluator.outputs import preflight_run
 from evaluator.outputs.local import atomic_write
-from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint, resolve
+from evaluator.store.episodes import EpisodeStore
+from evaluator.store.leases import Heartbeat, Lease, LeaseTable
 from evaluator.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
+from sim.errors import ServiceUnavailable
 from sim.suites import Suite
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointState", "SweepConfig", "SweepResult", "SweptCheckpoint", "sweep"]
-"""The result models live in `evaluator.sweep_results` and the leases in `evaluator.leases`."""
+"""The result models live in `evaluator.sweep_results` and the leases in `evaluator.store.leases`."""
 
 
 class SweepConfig(BaseModel):
@@ -71,18 +73,22 @@ def sweep(config: SweepConfig, *, on_progress: ProgressCallback | None = None) -
     settings = source_settings(evaluation)
     preflight_run(evaluation, settings)
     found = [(uri, c) for uri in evaluation.policy_uris for c in resolve(uri, evaluation.checkpoints, settings)]
-    table = LeaseTable(evaluation.data_dir / LEASE_DIR, owner=evaluation.run_name, ttl_s=config.lease_ttl_s)
+    url = results_db_url(evaluation)
+    table = LeaseTable(url, owner=evaluation.run_name, ttl_s=config.lease_ttl_s)
     claims = _Claims(rows=[], chosen={}, held=[])
     outcome = None
     try:
-        _claim_all(found, config, suite, ResultsCache(evaluation.data_dir), table, claims)
+        _claim_all(found, config, suite, EpisodeStore(url), table, claims)
         if claims.chosen:
             run = evaluation.model_copy(update={"policy_uris": tuple(claims.chosen)})
             with Heartbeat(claims.held, interval_s=config.lease_ttl_s / 3):
                 outcome = evaluate(run, on_progress=on_progress, resolved=claims.chosen)
     finally:
         for lease in claims.held:
-            lease.release()
+            try:
+                lease.release()
+            except ServiceUnavailable as exc:  # the database is away: the lease lapses after its ttl
+                logger.warning("could not release the lease on %s: %s", lease.key, exc)
     result = SweepResult(
         run_name=evaluation.run_name,
         simulation_suite=suite.name,
@@ -102,7 +108,7 @@ def _claim_all(
     found: Sequence[tuple[str, Checkpoint]],
     config: SweepConfig,
     suite: Suite,
-    cache: ResultsCache,
+    store: EpisodeStore,
     table: LeaseTable,
     claims: _Claims,
 ) -> None:
@@ -120,7 +126,7 @@ def _claim_all(
             claims.rows.append(SweptCheckpoint(**row, state=CheckpointState.DUPLICATE, missing_episodes=0))
             continue
         seen.add(checkpoint.digest)
-        missing = missing_episodes(cache, checkpoint.digest, suite, replays)
+        missing = missing_episodes(store, checkpoint.digest, suite, replays)
         lease = None
         if missing:
             lease = table.acquire(checkpoint.digest, wait_s=config.wait_for_leases_s)
@@ -132,7 +138,7 @@ def _claim_all(
                 )
                 continue
             # Under the lease: a sweep that finished this checkpoint meanwhile has released its lease.
-            missing = missing_episodes(cache, checkpoint.digest, suite, replays)
+            missing = missing_episodes(store, checkpoint.digest, suite, replays)
             if not missing:
                 lease.release()
                 lease = None
@@ -144,9 +150,9 @@ def _claim_all(
             claims.chosen.setdefault(uri, []).append(checkpoint)
 
 
-def missing_episodes(cache: ResultsCache, digest: str, suite: Suite, replays: bool) -> int:
-    """Episodes of `suite` the cache lacks for this checkpoint (`ResultsCache.lookup`'s rule)."""
-    return len(cache.lookup(digest, suite, replays).missing)
+def missing_episodes(store: EpisodeStore, digest: str, suite: Suite, replays: bool) -> int:
+    """Episodes of `suite` the store lacks for this checkpoint (`EpisodeStore.lookup`'s rule)."""
+    return len(store.lookup(digest, suite, replays).missing)
 
 
 def _with_errors(rows: list[SweptCheckpoint], outcome: RunOutcome | None) -> list[SweptCheckpoint]:

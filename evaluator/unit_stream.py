@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from actors.protocol import UnitResult, WorkUnit
 from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector
 from evaluator.plan import plan_checkpoint
-from evaluator.results_cache import ResultsCache
 from evaluator.sources import Checkpoint
+from evaluator.store.episodes import EpisodeStore, PlayedEpisode
 
 ProgressCallback = Callable[[int, int], None]
 """`(episodes settled, episodes in the run)`; settled = played, taken from the store, or failed."""
@@ -72,12 +72,17 @@ class UnitStream:
         *,
         shard_size: int,
         replays: bool,
-        cache: ResultsCache | None = None,
+        store: EpisodeStore | None = None,
+        reuse: bool = True,
+        run_id: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
+        """Episodes are taken from `store` when `reuse`, and every one played is recorded there (as `run_id`'s)."""
         self.feed = feed
         self._collector = collector
-        self._cache = cache
+        self._store = store
+        self._reuse = reuse
+        self._run_id = run_id
         self._shard_size = shard_size
         self._replays = replays
         self._on_progress = on_progress
@@ -123,7 +128,8 @@ class UnitStream:
         if checkpoint.error:
             self.settled_episodes += self._per_checkpoint
             return None
-        skip = self._collector.add_cached(index, self._cache, self._replays) if self._cache else set()
+        reuse = self._store is not None and self._reuse
+        skip = self._collector.add_cached(index, self._store, self._replays) if reuse else set()
         self.settled_episodes += len(skip)
         units = plan_checkpoint(
             index,
@@ -142,11 +148,14 @@ class UnitStream:
 
     def reported(self, unit: WorkUnit, result: UnitResult) -> None:
         """Record `unit`'s result; the checkpoint's place in the feed is freed with its last unit."""
-        self._collector.add(unit, result)
-        if self._cache is not None:
+        replay_uris = self._collector.add(unit, result)
+        if self._store is not None and result.episodes:
             envs = {job.env.name: job.env for job in unit.jobs}
-            for episode in result.episodes:
-                self._cache.put(unit.checkpoint_digest, envs[episode.env], episode)
+            played = [
+                PlayedEpisode(envs[episode.env], replace(episode, replay=None), uri)
+                for episode, uri in zip(result.episodes, replay_uris, strict=True)
+            ]
+            self._store.put(unit.checkpoint_digest, played, self._run_id)
         self.settled_episodes += len(unit.jobs)
         index = unit.checkpoint_index
         self._unreported[index] -= 1

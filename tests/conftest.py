@@ -91,3 +91,30 @@ def submission_zip(step: str = "pass", setup_script: str | None = None) -> bytes
         if setup_script is not None:
             archive.writestr("setup_policy.py", setup_script)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL 15 server for the whole session (started on first use, stopped by pid at the end)."""
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def results_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty results database per test, once on SQLite and once on PostgreSQL: a SQLAlchemy URL."""
+    import uuid
+
+    from evaluator.store.database import close_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'results.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database(f"t_{uuid.uuid4().hex[:12]}")
+    yield url
+    close_database(url)  # each test's pool closed, so the server's connection limit is never reached

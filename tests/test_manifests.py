@@ -2,8 +2,8 @@
 KubeRay's CRDs (../shared/kuberay, served storage version ray.io/v1, `additionalProperties: false` added
 wherever `properties` is listed), built-in kinds with kubernetes-validate (strict) for Kubernetes 1.35; then
 the cross-file facts no schema knows: the image tag the Dockerfile builds, the Ray version, the node groups of
-cluster/eksctl/cluster.yaml, Secret and ConfigMap references, KubeRay's controller-side rules, the cron
-deadline, and the names docs/eks.md uses.
+cluster/eksctl/cluster.yaml, Secret and ConfigMap references (RESULTS_DB_URL only from its Secret), KubeRay's
+controller-side rules, the cron deadline, and the names docs/eks.md uses.
 
 Not validated here (no API server, no operator): CEL rules (`x-kubernetes-validations`; a test proves our
 manifests set none of the fields they guard), admission webhooks, scheduling, and whether images exist.
@@ -41,6 +41,11 @@ BUILTIN_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeCl
 BUILTIN_KINDS |= {"Deployment", "Service", "PodDisruptionBudget"}  # the webhook service
 NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 GPU = "nvidia.com/gpu"
+SECRETS_EXAMPLE = CLUSTER / "secrets" / "secrets.example.yaml"
+RESULTS_DB_VARIABLE = "RESULTS_DB_URL"
+RESULTS_DB_REF = {"name": "results-db", "key": "url", "optional": False}
+"""The results database's URL (its password included) comes from this Secret key, required: a cluster without
+it would silently fall back to SQLite on the shared EFS volume (docs/eks.md, section 5)."""
 
 pytestmark = [
     pytest.mark.skipif(
@@ -181,8 +186,15 @@ def test_cel_guarded_fields_are_not_used(rendered, crd_schemas):
 
 
 def test_secret_and_account_templates_validate():
-    templates = k8s.load_all_yaml((CLUSTER / "secrets" / "secrets.example.yaml").read_text())
-    assert {doc["metadata"]["name"] for doc in templates} == {"ray-auth-token", "wandb-api-key", "wandb-webhook-secret"}
+    text = SECRETS_EXAMPLE.read_text()
+    templates = k8s.load_all_yaml(text)
+    names = {doc["metadata"]["name"] for doc in templates}
+    assert names == {"ray-auth-token", "wandb-api-key", "wandb-webhook-secret", "results-db"}
+    # The header's kubectl commands create the same Secrets, with the templates' keys.
+    keys = {doc["metadata"]["name"]: set(doc["stringData"]) for doc in templates}
+    created = re.findall(r"create secret generic ([a-z0-9-]+) --from-literal=([\w.-]+)=", text)
+    assert {name for name, _ in created} == names
+    assert all(key in keys[name] for name, key in created), created
     for doc in templates:
         kubernetes_validate.validate(doc, k8s.KUBERNETES_VERSION, strict=True)
         assert doc["kind"] == "Secret" and "data" not in doc
@@ -417,6 +429,7 @@ def test_references_resolve_and_configuration_is_the_seeds(overlay, rendered):
     assert config["DATA_DIR"] == "/app/data"
     head = one(documents, "RayJob")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert "WANDB_API_KEY" not in config, "the key comes from a Secret, never a ConfigMap"
+    assert RESULTS_DB_VARIABLE not in config, "the database URL holds a password: a Secret, never a ConfigMap"
     assert any(v["name"] == "WANDB_API_KEY" and "secretKeyRef" in v["valueFrom"] for v in head["containers"][0]["env"])
     assert head["serviceAccountName"] == "policy-evaluator"
     (account,) = by_kind(documents, "ServiceAccount")
@@ -457,6 +470,9 @@ def test_docs_eks_commands_match_the_manifests(rendered):
         kind = aliases.get(kind, kind)
         assert name in names.get(kind, set()), f"docs/eks.md uses {kind} {name}, not in the manifests"
     commands = text.replace("\\\n", " ")  # shell continuation lines joined
+    keys = {doc["metadata"]["name"]: set(doc["stringData"]) for doc in k8s.load_all_yaml(SECRETS_EXAMPLE.read_text())}
+    for name, key in re.findall(r"\bsecret[ \t]+generic[ \t]+([a-z0-9-]+)[ \t]+--from-literal=([\w.-]+)=", commands):
+        assert key in keys[name], f"docs/eks.md creates Secret {name} with key {key}, which the manifests do not read"
     for account in re.findall(r"iamserviceaccount[^\n]*?--name ([a-z0-9-]+)", commands):
         assert account in names["serviceaccount"], f"IRSA for ServiceAccount {account}, not in the manifests"
     eksctl_name = k8s.load_yaml(CLUSTER / "eksctl" / "cluster.yaml")["metadata"]["name"]
@@ -522,10 +538,12 @@ def test_webhook_deployment_runs_serve_hardened_and_probed(overlay, rendered):
         doc["metadata"]["name"]: set(doc["stringData"])
         for doc in k8s.load_all_yaml((CLUSTER / "secrets" / "secrets.example.yaml").read_text())
     }
+    # RESULTS_DB_URL: given to every evaluator container (test_commands_given_results_db_url_read_it checks `serve`).
     for name, variable in env.items():
-        assert name in serve_variables | READ_ONLY_ROOT_VARIABLES, f"`serve` reads no {name}"
+        assert name in serve_variables | READ_ONLY_ROOT_VARIABLES | {RESULTS_DB_VARIABLE}, f"`serve` reads no {name}"
         ref = variable.get("valueFrom", {}).get("secretKeyRef")
-        assert (ref is not None) == (name in ("WEBHOOK_SECRET", "RAY_AUTH_TOKEN", "WANDB_API_KEY")), name
+        secret_variables = ("WEBHOOK_SECRET", "RAY_AUTH_TOKEN", "WANDB_API_KEY", RESULTS_DB_VARIABLE)
+        assert (ref is not None) == (name in secret_variables), name
         if ref:
             assert ref["key"] in secrets[ref["name"]], name
     config_maps = {doc["metadata"]["name"] for doc in by_kind(documents, "ConfigMap")}
@@ -554,8 +572,9 @@ def test_webhook_deployment_runs_serve_hardened_and_probed(overlay, rendered):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_head_mounts_the_shared_data_volume_at_data_dir(overlay, rendered):
-    """The results cache and the sweep leases live in DATA_DIR: every Ray head (one-off job, nightly sweep,
-    long-lived cluster of the webhook jobs) mounts the same ReadWriteMany claim there."""
+    """The runs' outputs (reports, episodes.parquet, replays) and the checkpoint cache live in DATA_DIR: every
+    Ray head (one-off job, nightly sweep, long-lived cluster of the webhook jobs) mounts the same ReadWriteMany
+    claim there. (The results and the sweep leases live in the results database: see below.)"""
     documents = rendered[overlay]
     (claim,) = by_kind(documents, "PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "heads of several clusters mount it at once"
@@ -587,3 +606,76 @@ def test_docs_webhooks_names_what_exists(rendered):
     variables = {p.envvar for name in ("serve", "sweep") for p in commands[name].params if isinstance(p.envvar, str)}
     for variable in re.findall(r"`((?:SWEEP|JOB|POLICY_URI|WEBHOOK)_[A-Z_]+)`", text):
         assert variable in variables, f"docs/webhooks.md names {variable}, which no command reads"
+
+
+# -- the results database -------------------------------------------------------------------------------------
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {variable["name"]: variable for variable in container.get("env", [])}
+
+
+def every_container(documents: list[dict]) -> dict[str, dict]:
+    """Every container of every Pod template (Ray heads, workers and submitters; the webhook Deployment), named."""
+    found = {}
+    for doc in ray_resources(documents):
+        for template in k8s.pod_templates(doc):
+            for container in containers(template):
+                found[f"{template.name} {container['name']}"] = container
+    for deployment in by_kind(documents, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        for container in pod["containers"] + pod.get("initContainers", []):
+            found[f"Deployment/{deployment['metadata']['name']} {container['name']}"] = container
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_evaluator_container_gets_results_db_url_from_its_secret(overlay, rendered):
+    """Runs, checkpoints, episodes and the sweep leases live in the results database. Its URL, password included,
+    reaches exactly the containers that run the evaluator (every Ray head, where the driver runs, and the
+    webhook service: those WANDB_API_KEY reaches), from the Secret `results-db`, key `url`, required; never as
+    a literal value, in a ConfigMap or anywhere else in a manifest. The Secret's template declares the key."""
+    documents = rendered[overlay]
+    everywhere = every_container(documents)
+    heads = {
+        f"{template.name} {container['name']}"
+        for doc in ray_resources(documents)
+        for template in k8s.pod_templates(doc)
+        if template.role == "head"
+        for container in template.spec["containers"]
+    }
+    webhook = {name for name in everywhere if name.startswith("Deployment/policy-evaluator-webhook ")}
+    assert len(heads) == 3 and len(webhook) == 1, (heads, webhook)
+    given_wandb_key = {name for name, container in everywhere.items() if "WANDB_API_KEY" in env_of(container)}
+    given_database = {name for name, container in everywhere.items() if RESULTS_DB_VARIABLE in env_of(container)}
+    assert given_wandb_key == heads | webhook, sorted(given_wandb_key)
+    assert given_database == given_wandb_key, f"RESULTS_DB_URL reaches {sorted(given_database)}"
+    for name in given_database:
+        variable = env_of(everywhere[name])[RESULTS_DB_VARIABLE]
+        assert "value" not in variable, f"{name}: RESULTS_DB_URL as a literal value"
+        assert variable["valueFrom"] == {"secretKeyRef": RESULTS_DB_REF}, name
+    for container in everywhere.values():
+        assert all("secretRef" not in source for source in container.get("envFrom", [])), "Secrets by key only"
+    for config_map in by_kind(documents, "ConfigMap"):
+        assert RESULTS_DB_VARIABLE not in config_map["data"], "the URL holds a password: a Secret, never a ConfigMap"
+    assert not re.search(r"postgres(?:ql)?(?:\+\w+)?://", repr(documents)), "a database URL in a manifest"
+    (template,) = [
+        doc for doc in k8s.load_all_yaml(SECRETS_EXAMPLE.read_text()) if doc["metadata"]["name"] == "results-db"
+    ]
+    assert set(template["stringData"]) == {RESULTS_DB_REF["key"]}
+    url = template["stringData"][RESULTS_DB_REF["key"]]
+    assert re.fullmatch(r"<postgresql(?:\+psycopg)?://\w+:[A-Z_]+@[A-Z_]+:5432/\w+>", url), url
+
+
+def test_commands_given_results_db_url_read_it():
+    """The Ray heads run `run` (RayJob) and `sweep` (RayCronJob, the webhook's jobs), the webhook Deployment
+    `serve`: each command given RESULTS_DB_URL reads it (`--results-db`)."""
+    from evaluator.cli import app
+
+    commands = typer.main.get_command(app).commands
+    reading = {
+        name
+        for name, command in commands.items()
+        if RESULTS_DB_VARIABLE in {param.envvar for param in command.params if isinstance(param.envvar, str)}
+    }
+    assert {"run", "sweep", "serve", "results"} <= reading, f"only {sorted(reading)} read {RESULTS_DB_VARIABLE}"

@@ -438,6 +438,20 @@ def test_cluster_down_gets_503_and_readiness_follows(service: AppThread):
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
+def test_readiness_follows_the_results_database(head: RayHead, tmp_path: Path):
+    """A database that does not answer makes the service unready (503) with its URL masked; one that does
+    (migrated by the service before it serves) leaves it ready."""
+    (closed_port,) = free_ports(1)
+    away = f"postgresql://evaluator:n0t-the-Passw0rd@127.0.0.1:{closed_port}/results"
+    with AppThread(create_app(settings_for(head.dashboard_url, head.token, results_db=away))) as running:
+        answer = requests.get(f"{running.url}/readyz", timeout=30)
+    assert answer.status_code == 503 and "results database" in answer.json()["error"], answer.text
+    assert "n0t-the-Passw0rd" not in answer.text and "***" in answer.text
+    here = f"sqlite:///{tmp_path / 'results.db'}"
+    with AppThread(create_app(settings_for(head.dashboard_url, head.token, results_db=here))) as running:
+        assert requests.get(f"{running.url}/readyz", timeout=30).status_code == 200
+
+
 # -- the burst ------------------------------------------------------------------------------------------------
 
 

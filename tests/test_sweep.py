@@ -1,14 +1,16 @@
-"""`policy-evaluator sweep`: the results cache as the memory of what was evaluated, and leases so that
-overlapping sweeps never evaluate a checkpoint twice.
+"""`policy-evaluator sweep`: the results database as the memory of what was evaluated, and leases in it so
+that overlapping sweeps never evaluate a checkpoint twice. Every test touching leases or the store runs on
+both engines (the `results_db_url` fixture: a SQLite file and a fresh PostgreSQL database).
 
-The proofs are counts: every (checkpoint, environment, seed) episode is written to the results cache exactly
-once over all sweeps (a counting wrapper around `ResultsCache.put` when the sweeps are threads of this
-process), and the episodes the sweeps' reports say they played add up to exactly the suite's episodes per
-checkpoint (when the sweeps are separate processes of the real CLI).
+The proofs are counts: every (checkpoint, environment, seed) episode is written to the results database
+exactly once over all sweeps (a counting wrapper around `EpisodeStore.put` when the sweeps are threads of
+this process), and the episodes the sweeps' reports say they played add up to exactly the suite's episodes
+per checkpoint (when the sweeps are separate processes of the real CLI).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -19,12 +21,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, delete, func, insert, inspect, select
+from sqlalchemy.engine import make_url
 
 import evaluator.sweep
 from evaluator.config import EvalConfig
-from evaluator.leases import LEASE_DIR, Heartbeat, LeaseRecord, LeaseTable
-from evaluator.results_cache import ResultsCache
 from evaluator.sources import resolve
+from evaluator.store.database import open_database
+from evaluator.store.episodes import EpisodeStore
+from evaluator.store.leases import Heartbeat, LeaseRecord, LeaseTable
+from evaluator.store.schema import episodes, leases
 from evaluator.sweep import CheckpointState, SweepConfig, SweepResult, sweep
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.ray_head import VENV_BIN, RayHead, running_head
@@ -46,7 +52,7 @@ def write_checkpoints(directory: Path, seeds: range) -> list[Path]:
     return paths
 
 
-def sweep_config(data_dir: Path, *uris: str, run_name: str, **options) -> SweepConfig:
+def sweep_config(data_dir: Path, *uris: str, run_name: str, results_db: str, **options) -> SweepConfig:
     evaluation = EvalConfig(
         policy_uris=uris,
         checkpoints="all",
@@ -55,6 +61,7 @@ def sweep_config(data_dir: Path, *uris: str, run_name: str, **options) -> SweepC
         data_dir=data_dir,
         run_name=run_name,
         num_workers=1,
+        results_db=results_db,
     )
     return SweepConfig(evaluation=evaluation, **options)
 
@@ -65,6 +72,37 @@ def states(result: SweepResult) -> dict[str, CheckpointState]:
 
 def evaluated_digests(result: SweepResult) -> set[str]:
     return {c.digest for c in result.checkpoints if c.state is CheckpointState.EVALUATED}
+
+
+def lease_rows(url: str) -> dict[str, LeaseRecord]:
+    """Every row of the `leases` table, by key."""
+    with open_database(url).connect() as connection:
+        return {row.key: LeaseRecord(**row._mapping) for row in connection.execute(select(leases))}
+
+
+def plant(url: str, record: LeaseRecord) -> None:
+    """A lease row as another (or a crashed) sweep left it, replacing any on its key."""
+    with open_database(url).begin() as connection:
+        connection.execute(delete(leases).where(leases.c.key == record.key))
+        connection.execute(insert(leases).values(**dataclasses.asdict(record)))
+
+
+def stored_episodes(url: str) -> int:
+    with open_database(url).connect() as connection:
+        return connection.execute(select(func.count()).select_from(episodes)).scalar_one()
+
+
+def never_opened(url: str) -> bool:
+    """Whether the database at `url` was left as the fixture made it: a SQLite file not even created, a
+    PostgreSQL database without a table (not migrated). Looked at without `open_database`, which migrates."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return not Path(parsed.database).exists()
+    engine = create_engine(url)
+    try:
+        return inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 # -- leases, without Ray ------------------------------------------------------------------------------------------
@@ -78,10 +116,10 @@ class Clock:
         return self.now
 
 
-def test_a_lease_excludes_others_until_it_is_stale(tmp_path: Path):
+def test_a_lease_excludes_others_until_it_is_stale(results_db_url: str):
     clock = Clock()
-    mine = LeaseTable(tmp_path, "sweep-a", ttl_s=60, clock=clock, host="pod-a")
-    theirs = LeaseTable(tmp_path, "sweep-b", ttl_s=60, clock=clock, host="pod-b")
+    mine = LeaseTable(results_db_url, "sweep-a", ttl_s=60, clock=clock, host="pod-a")
+    theirs = LeaseTable(results_db_url, "sweep-b", ttl_s=60, clock=clock, host="pod-b")
     lease = mine.try_acquire("sha256:abc")
     assert lease is not None and theirs.try_acquire("sha256:abc") is None
     assert theirs.holder("sha256:abc").owner == "sweep-a"
@@ -96,65 +134,72 @@ def test_a_lease_excludes_others_until_it_is_stale(tmp_path: Path):
     lease.release()
     assert theirs.holder("sha256:abc").token == taken.token, "a lost lease's release leaves the new holder's"
     taken.release()
-    assert theirs.holder("sha256:abc") is None and not (tmp_path / "abc.json").exists()
+    assert theirs.holder("sha256:abc") is None and "sha256:abc" not in lease_rows(results_db_url)
+    assert set(lease_rows(results_db_url)) == {"sha256:other"}, "a release removes only its own row"
 
 
-def test_a_lease_of_a_dead_process_on_this_host_is_stale_at_once(tmp_path: Path):
+def test_a_lease_of_a_dead_process_on_this_host_is_stale_at_once(results_db_url: str):
     exited = subprocess.Popen(["true"])
     exited.wait()
     host = socket.gethostname()
     now = time.time()
 
-    def plant(pid: int, on_host: str) -> None:
-        record = LeaseRecord("sha256:k", "crashed", on_host, pid, "t0", acquired_at=now, expires_at=now + 3600)
-        (tmp_path / "k.json").write_text(json.dumps(record.__dict__))
+    def plant_held_by(pid: int, on_host: str) -> None:
+        plant(results_db_url, LeaseRecord("sha256:k", "crashed", on_host, pid, "t0", now, now + 3600))
 
-    table = LeaseTable(tmp_path, "sweep", ttl_s=60)
-    plant(os.getpid(), host)
+    table = LeaseTable(results_db_url, "sweep", ttl_s=60)
+    plant_held_by(os.getpid(), host)
     assert table.try_acquire("sha256:k") is None, "a live process on this host keeps its lease"
-    plant(exited.pid, "another-pod")
+    plant_held_by(exited.pid, "another-pod")
     assert table.try_acquire("sha256:k") is None, "a pid on another host cannot be checked: wait for expiry"
-    plant(exited.pid, host)
+    plant_held_by(exited.pid, host)
     assert table.try_acquire("sha256:k") is not None, "its process is gone: stale without waiting"
+    assert lease_rows(results_db_url)["sha256:k"].owner == "sweep"
 
 
-def test_leases_are_mutually_exclusive_under_contention(tmp_path: Path):
+def test_leases_are_mutually_exclusive_under_contention(results_db_url: str):
     """Eight threads, each its own table (as eight sweeps), grab and drop one key until each held it five
     times: never two holders at once."""
     inside, most, got = [0], [0], Counter()
     guard = threading.Lock()
     start = threading.Barrier(8)
+    errors: list[BaseException] = []
 
     def contend(owner: str) -> None:
-        table = LeaseTable(tmp_path, owner, ttl_s=60)
-        start.wait()
-        deadline = time.monotonic() + 20
-        while got[owner] < 5 and time.monotonic() < deadline:
-            lease = table.try_acquire("sha256:hot")
-            if lease is None:
-                time.sleep(0.0002)
-                continue
-            with guard:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            time.sleep(0.001)
-            with guard:
-                inside[0] -= 1
-                got[owner] += 1
-            lease.release()
+        try:
+            table = LeaseTable(results_db_url, owner, ttl_s=60)
+            start.wait()
+            deadline = time.monotonic() + 20
+            while got[owner] < 5 and time.monotonic() < deadline:
+                lease = table.try_acquire("sha256:hot")
+                if lease is None:
+                    time.sleep(0.0002)
+                    continue
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.001)
+                with guard:
+                    inside[0] -= 1
+                    got[owner] += 1
+                lease.release()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
 
     threads = [threading.Thread(target=contend, args=(f"sweep-{i}",)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
+    assert not errors, errors
     assert most[0] == 1, "two holders at once"
     assert got == dict.fromkeys(got, 5) and len(got) == 8, got
+    assert not lease_rows(results_db_url), "every lease was released"
 
 
-def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(tmp_path: Path):
-    holder = LeaseTable(tmp_path, "busy", ttl_s=0.4, host="pod-a")
-    other = LeaseTable(tmp_path, "other", ttl_s=0.4, host="pod-b")
+def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(results_db_url: str):
+    holder = LeaseTable(results_db_url, "busy", ttl_s=0.4, host="pod-a")
+    other = LeaseTable(results_db_url, "other", ttl_s=0.4, host="pod-b")
     lease = holder.try_acquire("sha256:k")
     with Heartbeat([lease], interval_s=0.1):
         deadline = time.monotonic() + 1.2  # three ttls
@@ -169,53 +214,58 @@ def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(tmp_path: Path
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_a_second_sweep_evaluates_nothing_and_a_third_only_what_is_new(tmp_path: Path):
+def test_a_second_sweep_evaluates_nothing_and_a_third_only_what_is_new(tmp_path: Path, results_db_url: str):
     run = tmp_path / "run"
     write_checkpoints(run, range(1, 4))
     data = tmp_path / "data"
+    db = results_db_url
 
-    first = sweep(sweep_config(data, str(run), run_name="first"))
+    first = sweep(sweep_config(data, str(run), run_name="first", results_db=db))
     assert states(first) == dict.fromkeys(["ckpt_1", "ckpt_2", "ckpt_3"], CheckpointState.EVALUATED)
     assert [c.version for c in first.checkpoints] == ["v1", "v2", "v3"]
     assert first.report.timing.episodes == 3 * PER_CHECKPOINT and first.report.timing.episodes_cached == 0
     assert [c.version for c in first.report.policies[0].checkpoints] == ["v1", "v2", "v3"]
     assert json.loads((data / "first" / "report.json").read_text()) == json.loads(first.report.model_dump_json())
 
-    second = sweep(sweep_config(data, str(run), run_name="second"))
+    second = sweep(sweep_config(data, str(run), run_name="second", results_db=db))
     assert states(second) == dict.fromkeys(["ckpt_1", "ckpt_2", "ckpt_3"], CheckpointState.CACHED)
     assert second.report is None and second.evaluated == 0, "nothing evaluated, Ray not even attached"
     assert not (data / "second" / "report.json").exists()
 
     write_checkpoints(run, range(4, 5))
-    third = sweep(sweep_config(data, str(run), run_name="third"))
+    third = sweep(sweep_config(data, str(run), run_name="third", results_db=db))
     assert states(third)["ckpt_4"] is CheckpointState.EVALUATED and third.evaluated == 1
     assert third.report.timing.episodes == PER_CHECKPOINT and third.report.timing.episodes_cached == 0
     assert [c.version for c in third.report.policies[0].checkpoints] == ["v4"]
 
-    everything = sweep(sweep_config(data, str(run), run_name="all", include_cached=True))
+    everything = sweep(sweep_config(data, str(run), run_name="all", include_cached=True, results_db=db))
     assert everything.evaluated == 0 and everything.report.timing.episodes_cached == 4 * PER_CHECKPOINT
-    assert everything.report.timing.agent_steps == 0, "--include-cached reports from the cache alone"
-    assert not list((data / LEASE_DIR).glob("*.json")), "every lease was released"
+    assert everything.report.timing.agent_steps == 0, "--include-cached reports from the store alone"
+    assert stored_episodes(db) == 4 * PER_CHECKPOINT
+    assert not lease_rows(db), "every lease was released"
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Two sweeps start together on one DATA_DIR, walking the same four checkpoints in opposite orders (one as
-    the directory, one as the files newest first), so they meet in the middle of the lease table."""
+def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(
+    tmp_path: Path, results_db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Two sweeps start together on one results database, walking the same four checkpoints in opposite orders
+    (one as the directory, one as the files newest first), so they meet in the middle of the lease table."""
     run = tmp_path / "run"
     paths = write_checkpoints(run, range(1, 5))
     data = tmp_path / "data"
     puts: Counter[tuple[str, str, int]] = Counter()
     guard = threading.Lock()
-    original_put = ResultsCache.put
+    original_put = EpisodeStore.put
 
-    def counting_put(self, digest, env, result):
+    def counting_put(self, digest, played, run_id=None):
         with guard:
-            puts[(digest, env.name, result.seed)] += 1
-        original_put(self, digest, env, result)
+            for episode in played:
+                puts[(digest, episode.env.name, episode.result.seed)] += 1
+        original_put(self, digest, played, run_id)
 
-    monkeypatch.setattr(ResultsCache, "put", counting_put)
-    # Cache look-ups as slow as on a network file system, so that the two sweeps' claims interleave.
+    monkeypatch.setattr(EpisodeStore, "put", counting_put)
+    # Store look-ups slowed down, so that the two sweeps' claims interleave.
     original_missing = evaluator.sweep.missing_episodes
 
     def slow_missing(*args):
@@ -224,8 +274,10 @@ def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(tmp_path: Path, mo
 
     monkeypatch.setattr(evaluator.sweep, "missing_episodes", slow_missing)
     configs = {
-        "forward": sweep_config(data, str(run), run_name="forward"),
-        "backward": sweep_config(data, *[str(p) for p in reversed(paths)], run_name="backward"),
+        "forward": sweep_config(data, str(run), run_name="forward", results_db=results_db_url),
+        "backward": sweep_config(
+            data, *[str(p) for p in reversed(paths)], run_name="backward", results_db=results_db_url
+        ),
     }
     results: dict[str, SweepResult] = {}
     errors: list[BaseException] = []
@@ -259,32 +311,35 @@ def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(tmp_path: Path, mo
     assert set(puts.values()) == {1}, [key for key, n in puts.items() if n > 1]
     assert len(puts) == 4 * PER_CHECKPOINT
     assert {digest for digest, _, _ in puts} == all_digests
+    assert stored_episodes(results_db_url) == 4 * PER_CHECKPOINT
     played = sum(r.report.timing.episodes - r.report.timing.episodes_cached for r in results.values() if r.report)
     assert played == 4 * PER_CHECKPOINT
+    assert not lease_rows(results_db_url), "every lease was released"
     print(f"\nconcurrent sweeps: forward evaluated {forward.evaluated}, backward {backward.evaluated}")
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_a_stale_lease_is_taken_over_and_a_live_one_respected(tmp_path: Path):
+def test_a_stale_lease_is_taken_over_and_a_live_one_respected(tmp_path: Path, results_db_url: str):
     run = tmp_path / "run"
     write_checkpoints(run, range(1, 3))
     data = tmp_path / "data"
     digests = {c.name: c.digest for c in resolve(str(run), "all")}
-    leases = data / LEASE_DIR
-    leases.mkdir(parents=True)
     now = time.time()
-    for name, expires, owner in (("ckpt_1", now - 1, "crashed-sweep"), ("ckpt_2", now + 3600, "busy-sweep")):
-        record = LeaseRecord(digests[name], owner, "another-pod", 1, "t", now - 7200, expires)
-        (leases / f"{digests[name].removeprefix('sha256:')}.json").write_text(json.dumps(record.__dict__))
+    planted = {
+        name: LeaseRecord(digests[name], owner, "another-pod", 1, "t", now - 7200, expires)
+        for name, expires, owner in (("ckpt_1", now - 1, "crashed-sweep"), ("ckpt_2", now + 3600, "busy-sweep"))
+    }
+    for record in planted.values():
+        plant(results_db_url, record)
 
-    result = sweep(sweep_config(data, str(run), run_name="after-crash"))
+    result = sweep(sweep_config(data, str(run), run_name="after-crash", results_db=results_db_url))
     assert states(result) == {"ckpt_1": CheckpointState.EVALUATED, "ckpt_2": CheckpointState.LEASED_ELSEWHERE}
     (busy,) = [c for c in result.checkpoints if c.state is CheckpointState.LEASED_ELSEWHERE]
     assert busy.holder == "busy-sweep" and busy.missing_episodes == PER_CHECKPOINT
     assert [c.name for c in result.report.policies[0].checkpoints] == ["ckpt_1"]
-    assert json.loads((leases / f"{digests['ckpt_2'].removeprefix('sha256:')}.json").read_text())["owner"] == (
-        "busy-sweep"
-    ), "the live lease is untouched"
+    rows = lease_rows(results_db_url)
+    assert rows[digests["ckpt_2"]].owner == "busy-sweep"
+    assert rows == {digests["ckpt_2"]: planted["ckpt_2"]}, "live lease untouched; stale one taken, released"
 
 
 # -- two real CLI processes on one Ray head --------------------------------------------------------------------
@@ -297,14 +352,15 @@ def head(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-def test_two_sweep_processes_at_once_play_each_episode_once(head: RayHead, tmp_path: Path):
-    """The real command twice at the same moment, as two pods would run it, on one DATA_DIR and one cluster:
-    the episodes their reports say were played add up to exactly one evaluation of each checkpoint."""
+def test_two_sweep_processes_at_once_play_each_episode_once(head: RayHead, tmp_path: Path, results_db_url: str):
+    """The real command twice at the same moment, as two pods would run it, on one results database and one
+    cluster: the episodes their reports say were played add up to exactly one evaluation of each checkpoint."""
     run = tmp_path / "run"
     paths = write_checkpoints(run, range(1, 5))
     data = tmp_path / "data"
     env = {**head.env, "RAY_ADDRESS": f"127.0.0.1:{head.ports['gcs']}", "DATA_DIR": str(data)}
     common = ["sweep", "--no-progress", "--suite", "smoke", "--episodes", str(EPISODES), "--num-workers", "1"]
+    common += ["--results-db", results_db_url]
     commands = {
         "forward": [*common, "-p", str(run), "--run-name", "p-forward"],
         "backward": [*common, "-p", ",".join(str(p) for p in reversed(paths)), "--run-name", "p-backward"],
@@ -326,14 +382,18 @@ def test_two_sweep_processes_at_once_play_each_episode_once(head: RayHead, tmp_p
     assert played == 4 * PER_CHECKPOINT, "an episode was played twice (or not at all)"
     states_seen = {c.state for r in results.values() for c in r.checkpoints}
     assert CheckpointState.LEASED_ELSEWHERE in states_seen, "the two sweeps did not overlap"
+    assert stored_episodes(results_db_url) == 4 * PER_CHECKPOINT, "both wrote to the one database"
+    assert not lease_rows(results_db_url), "every lease was released"
+    assert not (data / "results.db").exists(), "--results-db, not the default SQLite in DATA_DIR"
     print(f"\nconcurrent sweep processes: forward evaluated {forward.evaluated}, backward {backward.evaluated}")
 
 
-def test_sweep_usage_errors_exit_2(tmp_path: Path):
+def test_sweep_usage_errors_exit_2(tmp_path: Path, results_db_url: str, monkeypatch: pytest.MonkeyPatch):
     from typer.testing import CliRunner
 
     from evaluator.cli import app
 
+    monkeypatch.delenv("RESULTS_DB_URL", raising=False)
     runner = CliRunner()
     listing = tmp_path / "policies.txt"
     listing.write_text("# the nightly list\n\n/no/such/run  # gone\n")
@@ -343,8 +403,11 @@ def test_sweep_usage_errors_exit_2(tmp_path: Path):
         ("sweep", "--policies-file", str(listing)): "/no/such/run does not exist",
         ("sweep", "-p", "builtin://navigator", "--checkpoints", "newest"): "invalid checkpoints",
     }
-    for args, expected in cases.items():
-        result = runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")], env={"POLICY_URI": ""})
-        assert result.exit_code == 2, (args, result.stdout, result.stderr)
-        assert expected in json.loads(result.stdout)["error"], (args, result.stdout)
-    assert not (tmp_path / "data" / LEASE_DIR).exists(), "no lease taken on bad input"
+    data = tmp_path / "data"
+    for database in ([], ["--results-db", results_db_url]):  # the default SQLite in DATA_DIR, and the fixture's
+        for args, expected in cases.items():
+            result = runner.invoke(app, [*args, "--data-dir", str(data), *database], env={"POLICY_URI": ""})
+            assert result.exit_code == 2, (args, database, result.stdout, result.stderr)
+            assert expected in json.loads(result.stdout)["error"], (args, database, result.stdout)
+    assert not (data / "results.db").exists(), "no lease taken on bad input: the database not even opened"
+    assert never_opened(results_db_url), "no lease taken on bad input: the database not even opened"

@@ -11,7 +11,7 @@ Routes:
                         503 cluster (or W&B) unreachable, with Retry-After | 502 Ray refused the job
 - GET /jobs/{job_id}    (Bearer secret) Ray's status; once ended, the report (OUTPUT_URI, else the job's logs)
 - GET /healthz          the process answers
-- GET /readyz           the Ray cluster's job API answers (503 otherwise)
+- GET /readyz           the Ray cluster's job API and the results database (when set) answer (503 otherwise)
 - GET /metrics          Prometheus
 Blocking calls (Ray's job API goes through `requests`, W&B) run in a bounded thread pool, each under a timeout.
 Every `outage_check_s` the app resubmits, once, the jobs of the service that exited 3 (an outage: jobs.py).
@@ -44,7 +44,7 @@ from evaluator.service.jobs import (
 from evaluator.service.metrics import ServiceMetrics
 from evaluator.service.settings import ServiceSettings
 from evaluator.service.webhook import authentic, parse_delivery
-from sim.errors import validation_line
+from sim.errors import ServiceUnavailable, validation_line
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +108,13 @@ async def _resubmit_outages(service: Service) -> None:
 
 
 def serve(settings: ServiceSettings) -> None:
-    """Run until SIGINT/SIGTERM (aiohttp's graceful shutdown)."""
+    """Run until SIGINT/SIGTERM (aiohttp's graceful shutdown). The results database's schema is migrated
+    first (an outage there stops the start with exit 3, like any other)."""
     logger.info("serving on %s:%d, Ray job API at %s", settings.host, settings.port, settings.ray_address)
+    if settings.results_db is not None:
+        from evaluator.store.database import open_database
+
+        open_database(settings.results_db.get_secret_value())
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
 
 
@@ -181,7 +186,22 @@ async def readyz(request: web.Request) -> web.Response:
         version = await service.call(service.jobs.check)
     except (ClusterUnavailable, TimeoutError) as exc:
         return web.json_response({"ready": False, "error": str(exc) or "the Ray job API timed out"}, status=503)
+    if service.settings.results_db is not None:
+        try:
+            await service.call(_database_answers, service.settings.results_db.get_secret_value())
+        except (ServiceUnavailable, TimeoutError) as exc:
+            error = str(exc) or "the results database timed out"
+            return web.json_response({"ready": False, "error": error}, status=503)
     return web.json_response({"ready": True, "ray_address": service.settings.ray_address, "jobs_api": version})
+
+
+def _database_answers(url: str) -> None:
+    from sqlalchemy import literal, select
+
+    from evaluator.store.database import errors_of, open_database
+
+    with errors_of(url, "checking readiness"), open_database(url).connect() as connection:
+        connection.execute(select(literal(1)))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,8 +9,8 @@ from evaluator.secrets import SECRET_VARIABLES
 
 DEFAULT_ENTRYPOINT = "policy-evaluator sweep --markers --no-progress --include-cached --wait-for-leases 3600"
 """The job a delivery starts. `sweep` (not `entrypoint`) so that a webhook job and the nightly sweep never
-evaluate the same checkpoint twice: it takes the checkpoint's lease in DATA_DIR, waits up to an hour for a
-sweep that holds it, and reports from the results store when the checkpoint is already evaluated."""
+evaluate the same checkpoint twice: it takes the checkpoint's lease in the results database, waits up to an hour for a
+sweep that holds it, and reports from the results database when the checkpoint is already evaluated."""
 
 DEFAULT_POLICY_URI = "wandb://{entity}/{project}/{name}:{version}"
 """POLICY_URI of the job, from the pinned artifact version's parts."""
@@ -28,6 +28,10 @@ class ServiceSettings(BaseModel):
     """Ray's token (RAY_AUTH_TOKEN); the job API refuses requests without it when token auth is on."""
     wandb_api_key: SecretStr | None = None
     """Only to pin a delivery that names an alias (`:best`) to the version it points at now."""
+    results_db: SecretStr | None = None
+    """The results database the jobs record into (RESULTS_DB_URL; jobs get it from the Ray head's Secret, never
+    from a runtime_env). The service migrates its schema when it starts, so concurrent jobs never race to, and
+    /readyz reports whether it answers."""
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     job_entrypoint: str = DEFAULT_ENTRYPOINT

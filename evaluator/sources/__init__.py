@@ -62,7 +62,7 @@ class SourceSettings:
     @property
     def download_cache_dir(self) -> Path:
         """The download cache: W&B artifact versions, verified, by content digest. Not the results store
-        (`DATA_DIR/cache/results`, episode results) nor a worker's policy cache (loaded policies, in memory)."""
+        (episode results, `evaluator.store`) nor a worker's policy cache (loaded policies, in memory)."""
         return self.data_dir / "cache" / "wandb"
 
 

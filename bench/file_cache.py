@@ -1,4 +1,7 @@
-"""Episode results stored in DATA_DIR, so an interrupted or repeated evaluation only plays what is missing.
+"""The per-episode file cache of evaluator 0.1, kept here only as the baseline of `bench.results_store`
+(the evaluator itself now keeps episodes in its results database, `evaluator.store`).
+
+Episode results stored in DATA_DIR, so an interrupted or repeated evaluation only plays what is missing.
 
 Key: (checkpoint digest, environment spec hash, episode seed, evaluator version). An episode's outcome is
 a function of exactly these (DESIGN.md: seeds depend only on suite seed, env and index), so a cached

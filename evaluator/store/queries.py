@@ -1,0 +1,286 @@
+"""Reading past evaluations back (`policy-evaluator results`): recent runs, one run's checkpoints, a policy's
+checkpoints over time, and the best checkpoints per suite or environment.
+
+SQLAlchemy Core over `schema`, one code path for SQLite and PostgreSQL: no SQL strings, no JSON operators
+(whose syntax differs by dialect); per-environment scores are read from `env_scores` in Python. A score is
+a run's: a checkpoint evaluated twice on a suite is worth what its latest run said (evaluator versions
+change scores). Every answer is a pydantic model, so `--json` dumps exactly what the tables show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Row, Select, func, or_, select
+
+from evaluator.store.database import errors_of, masked, open_database
+from evaluator.store.schema import checkpoints, run_checkpoints, runs
+from sim.errors import UsageError
+
+DOING = "reading results"
+
+
+class RunSummary(BaseModel):
+    name: str
+    suite: str
+    status: str
+    evaluator_version: str
+    started: str
+    finished: str | None
+    checkpoints: int
+    failed: int
+    wall_s: float | None
+
+
+class RecentRuns(BaseModel):
+    database: str
+    runs: list[RunSummary]
+
+
+class RunCheckpoint(BaseModel):
+    position: int
+    policy_uri: str
+    name: str
+    version: str
+    digest: str
+    score: float | None
+    error: str | None
+
+
+class RunDetail(BaseModel):
+    database: str
+    run: RunSummary
+    checkpoints: list[RunCheckpoint]
+
+
+class PolicyPoint(BaseModel):
+    """A checkpoint's latest result on one suite (its latest scored run; its latest error if none scored)."""
+
+    name: str
+    version: str
+    digest: str
+    uri: str
+    suite: str
+    score: float | None
+    error: str | None
+    run: str
+    finished: str | None
+
+
+class PolicyHistory(BaseModel):
+    database: str
+    policy_uri: str
+    checkpoints: list[PolicyPoint]
+
+
+class Ranked(BaseModel):
+    suite: str
+    env: str | None
+    rank: int
+    name: str
+    version: str
+    digest: str
+    uri: str
+    score: float
+    run: str
+    finished: str | None
+
+
+class BestCheckpoints(BaseModel):
+    database: str
+    suite: str | None
+    env: str | None
+    limit: int
+    best: list[Ranked]
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Epoch seconds as UTC ISO 8601 (what the tables and JSON show; the rows store floats)."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def _reading(url: str) -> Iterator[Connection]:
+    with errors_of(url, DOING), open_database(url).connect() as connection:
+        yield connection
+
+
+def _run_summaries() -> Select:
+    """Runs with their checkpoint and error counts (a run still `running` has none yet: outer join)."""
+    counts = (
+        select(
+            run_checkpoints.c.run_id,
+            func.count().label("checkpoints"),
+            func.count(run_checkpoints.c.error).label("failed"),
+        )
+        .group_by(run_checkpoints.c.run_id)
+        .subquery()
+    )
+    return select(
+        runs,
+        func.coalesce(counts.c.checkpoints, 0).label("checkpoints"),
+        func.coalesce(counts.c.failed, 0).label("failed"),
+    ).outerjoin(counts, counts.c.run_id == runs.c.id)
+
+
+def _summary(row: Row[Any]) -> RunSummary:
+    return RunSummary(
+        name=row.name,
+        suite=row.suite,
+        status=row.status,
+        evaluator_version=row.evaluator_version,
+        started=iso(row.started_at) or "",
+        finished=iso(row.finished_at),
+        checkpoints=row.checkpoints,
+        failed=row.failed,
+        wall_s=(row.timing or {}).get("wall_s"),
+    )
+
+
+def has_runs(url: str) -> bool:
+    """Whether any run was ever recorded (an empty database gets a sentence, not an empty table)."""
+    with _reading(url) as connection:
+        return connection.execute(select(runs.c.id).limit(1)).first() is not None
+
+
+def recent_runs(url: str, limit: int = 20, suite: str | None = None) -> RecentRuns:
+    """The latest `limit` runs, newest first."""
+    query = _run_summaries().order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+    if suite is not None:
+        query = query.where(runs.c.suite == suite)
+    with _reading(url) as connection:
+        return RecentRuns(database=masked(url), runs=[_summary(row) for row in connection.execute(query)])
+
+
+def run_detail(url: str, name: str) -> RunDetail:
+    """One run and its checkpoints in the order it evaluated them."""
+    query = (
+        select(run_checkpoints, checkpoints.c.name, checkpoints.c.version, checkpoints.c.digest)
+        .join(checkpoints, checkpoints.c.id == run_checkpoints.c.checkpoint_id)
+        .join(runs, runs.c.id == run_checkpoints.c.run_id)
+        .where(runs.c.name == name)
+        .order_by(run_checkpoints.c.position)
+    )
+    with _reading(url) as connection:
+        header = connection.execute(_run_summaries().where(runs.c.name == name)).first()
+        if header is None:
+            raise UsageError(f"no run named {name} in {masked(url)}: `policy-evaluator results` lists the runs")
+        rows = connection.execute(query).all()
+    return RunDetail(
+        database=masked(url),
+        run=_summary(header),
+        checkpoints=[
+            RunCheckpoint(
+                position=r.position,
+                policy_uri=r.policy_uri,
+                name=r.name,
+                version=r.version,
+                digest=r.digest,
+                score=r.score,
+                error=r.error,
+            )
+            for r in rows
+        ],
+    )
+
+
+def policy_history(url: str, policy_uri: str, suite: str | None = None) -> PolicyHistory:
+    """Each checkpoint of a policy (given as the run was, or as one checkpoint's URI) in the order they were
+    first recorded (checkpoint id: new checkpoints appear as training goes on), one row per suite."""
+    query = (
+        select(
+            checkpoints.c.id,
+            checkpoints.c.name,
+            checkpoints.c.version,
+            checkpoints.c.digest,
+            checkpoints.c.uri,
+            runs.c.suite,
+            runs.c.name.label("run"),
+            runs.c.finished_at,
+            run_checkpoints.c.score,
+            run_checkpoints.c.error,
+        )
+        .join(run_checkpoints, run_checkpoints.c.checkpoint_id == checkpoints.c.id)
+        .join(runs, runs.c.id == run_checkpoints.c.run_id)
+        .where(or_(run_checkpoints.c.policy_uri == policy_uri, checkpoints.c.uri == policy_uri))
+        .order_by(checkpoints.c.id, runs.c.suite, runs.c.started_at.desc(), runs.c.id.desc())
+    )
+    if suite is not None:
+        query = query.where(runs.c.suite == suite)
+    latest: dict[tuple[int, str], Row[Any]] = {}
+    with _reading(url) as connection:
+        for row in connection.execute(query):  # newest first within a (checkpoint, suite)
+            key = (row.id, row.suite)
+            shown = latest.get(key)
+            if shown is None or (shown.score is None and row.score is not None):
+                latest[key] = row
+    points = [
+        PolicyPoint(
+            name=r.name,
+            version=r.version,
+            digest=r.digest,
+            uri=r.uri,
+            suite=r.suite,
+            score=r.score,
+            error=None if r.score is not None else r.error,
+            run=r.run,
+            finished=iso(r.finished_at),
+        )
+        for r in latest.values()
+    ]
+    return PolicyHistory(database=masked(url), policy_uri=policy_uri, checkpoints=points)
+
+
+def best_checkpoints(url: str, suite: str | None = None, env: str | None = None, limit: int = 10) -> BestCheckpoints:
+    """The `limit` best checkpoints of each suite (or only `suite`), by suite score or, with `env`, by that
+    environment's score; a checkpoint is one digest wherever it was found, worth its latest scored run."""
+    query = (
+        select(
+            checkpoints.c.digest,
+            checkpoints.c.name,
+            checkpoints.c.version,
+            checkpoints.c.uri,
+            runs.c.suite,
+            runs.c.name.label("run"),
+            runs.c.finished_at,
+            run_checkpoints.c.score,
+            run_checkpoints.c.env_scores,
+        )
+        .join(run_checkpoints, run_checkpoints.c.checkpoint_id == checkpoints.c.id)
+        .join(runs, runs.c.id == run_checkpoints.c.run_id)
+        .where(run_checkpoints.c.score.is_not(None))
+        .order_by(runs.c.started_at.desc(), runs.c.id.desc(), run_checkpoints.c.position)
+    )
+    if suite is not None:
+        query = query.where(runs.c.suite == suite)
+    latest: dict[tuple[str, str], Ranked] = {}
+    with _reading(url) as connection:
+        for row in connection.execute(query):  # newest run first: the first seen per (digest, suite) stands
+            score = row.score if env is None else (row.env_scores or {}).get(env)
+            if score is None or (row.digest, row.suite) in latest:
+                continue
+            latest[(row.digest, row.suite)] = Ranked(
+                suite=row.suite,
+                env=env,
+                rank=0,
+                name=row.name,
+                version=row.version,
+                digest=row.digest,
+                uri=row.uri,
+                score=score,
+                run=row.run,
+                finished=iso(row.finished_at),
+            )
+    by_suite: dict[str, list[Ranked]] = {}
+    for entry in latest.values():
+        by_suite.setdefault(entry.suite, []).append(entry)
+    best = [
+        entry.model_copy(update={"rank": rank})
+        for name in sorted(by_suite)
+        for rank, entry in enumerate(sorted(by_suite[name], key=lambda e: (-e.score, e.digest))[:limit], start=1)
+    ]
+    return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best)

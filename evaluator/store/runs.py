@@ -1,0 +1,118 @@
+"""Runs in the results database: one row when an evaluation starts (status `running`), its checkpoints with
+the scores it reported and its timing when it ends (`complete`, or `failed` when a checkpoint or the
+delivery failed). A driver that was killed leaves its run `running`; the episodes it finished are stored
+and the next run with the same store plays only what is missing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from evaluator import __version__
+from evaluator.report import CheckpointReport, Timing
+from evaluator.store.database import errors_of, open_database
+from evaluator.store.schema import checkpoints, run_checkpoints, runs
+
+BATCH = 500
+"""Rows per statement (and digests per IN list): far below SQLite's limit on bound parameters."""
+
+
+class RunStatus:
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RecordedCheckpoint:
+    policy_uri: str
+    report: CheckpointReport
+
+
+class RunLog:
+    """Records one run; `run_id` is what its episodes reference."""
+
+    def __init__(self, url: str, name: str, suite: str, config: dict) -> None:
+        self.url = url
+        self._engine = open_database(url)
+        with errors_of(url, "recording the run"), self._engine.begin() as connection:
+            previous = connection.execute(select(runs.c.id).where(runs.c.name == name)).scalar()
+            values = {
+                "suite": suite,
+                "evaluator_version": __version__,
+                "status": RunStatus.RUNNING,
+                "config": config,
+                "timing": None,
+                "started_at": time.time(),
+                "finished_at": None,
+            }
+            if previous is None:  # a run name given again (`--run-name demo`) is that run, done again
+                self.run_id: int = connection.execute(insert(runs).values(name=name, **values)).inserted_primary_key[0]
+            else:
+                self.run_id = previous
+                connection.execute(update(runs).where(runs.c.id == previous).values(**values))
+                connection.execute(delete(run_checkpoints).where(run_checkpoints.c.run_id == previous))
+
+    def finish(self, evaluated: Iterable[RecordedCheckpoint], timing: Timing, failed: bool) -> None:
+        """The run's checkpoints in its order, with what the report says of each, and its end. In bulk: a
+        few statements per 500 checkpoints, whatever the run's size."""
+        rows, identities = [], {}
+        for position, checkpoint in enumerate(evaluated):
+            report, metrics = checkpoint.report, checkpoint.report.metrics
+            identities[(report.uri, report.digest)] = {
+                "digest": report.digest, "uri": report.uri, "name": report.name, "version": report.version,
+            }  # fmt: skip
+            rows.append(
+                {
+                    "run_id": self.run_id,
+                    "position": position,
+                    "identity": (report.uri, report.digest),
+                    "policy_uri": checkpoint.policy_uri,
+                    "score": next(iter(metrics.suite_scores.values())) if metrics else None,
+                    "env_scores": {env: m.score for env, m in metrics.environments.items()} if metrics else None,
+                    "error": report.error,
+                }
+            )
+        with errors_of(self.url, "recording the run's results"), self._engine.begin() as connection:
+            ids = self._checkpoint_ids(connection, identities)
+            for start in range(0, len(rows), BATCH):
+                batch = [{**row, "checkpoint_id": ids[row.pop("identity")]} for row in rows[start : start + BATCH]]
+                connection.execute(insert(run_checkpoints), batch)
+            status = RunStatus.FAILED if failed else RunStatus.COMPLETE
+            connection.execute(
+                update(runs)
+                .where(runs.c.id == self.run_id)
+                .values(status=status, timing=timing.model_dump(mode="json"), finished_at=time.time())
+            )
+
+    @staticmethod
+    def _checkpoint_ids(connection: Connection, identities: dict[tuple[str, str], dict]) -> dict[tuple[str, str], int]:
+        """The id of each (uri, digest), inserting the checkpoints seen for the first time."""
+
+        def known() -> dict[tuple[str, str], int]:
+            found = {}
+            digests = sorted({digest for _, digest in identities})
+            for start in range(0, len(digests), BATCH):
+                query = select(checkpoints.c.id, checkpoints.c.uri, checkpoints.c.digest).where(
+                    checkpoints.c.digest.in_(digests[start : start + BATCH])
+                )
+                found.update({(row.uri, row.digest): row.id for row in connection.execute(query)})
+            return found
+
+        ids = known()
+        new = [values for identity, values in identities.items() if identity not in ids]
+        if new:
+            for start in range(0, len(new), BATCH):
+                connection.execute(insert(checkpoints), new[start : start + BATCH])
+            ids = known()
+        return ids
+
+    def failed(self) -> None:
+        """The evaluation stopped with an error before its report (bad input found late, an outage)."""
+        with errors_of(self.url, "recording the run's failure"), self._engine.begin() as connection:
+            connection.execute(
+                update(runs).where(runs.c.id == self.run_id).values(status=RunStatus.FAILED, finished_at=time.time())
+            )
