@@ -5,6 +5,7 @@ and the next run with the same store plays only what is missing."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,36 +58,38 @@ class RunLog:
                 connection.execute(delete(run_checkpoints).where(run_checkpoints.c.run_id == previous))
 
     def finish(self, evaluated: Iterable[RecordedCheckpoint], timing: Timing, failed: bool) -> None:
-        """The run's checkpoints in its order, with what the report says of each, and its end. In bulk: a
-        few statements per 500 checkpoints, whatever the run's size."""
-        rows, identities = [], {}
-        for position, checkpoint in enumerate(evaluated):
-            report, metrics = checkpoint.report, checkpoint.report.metrics
-            identities[(report.uri, report.digest)] = {
-                "digest": report.digest, "uri": report.uri, "name": report.name, "version": report.version,
-            }  # fmt: skip
-            rows.append(
-                {
-                    "run_id": self.run_id,
-                    "position": position,
-                    "identity": (report.uri, report.digest),
-                    "policy_uri": checkpoint.policy_uri,
-                    "score": next(iter(metrics.suite_scores.values())) if metrics else None,
-                    "env_scores": {env: m.score for env, m in metrics.environments.items()} if metrics else None,
-                    "error": report.error,
-                }
-            )
+        """The run's checkpoints in its order, with what the report says of each, and its end. In one
+        transaction, a few statements per 500 checkpoints, holding 500 at a time, whatever the run's size."""
         with errors_of(self.url, "recording the run's results"), self._engine.begin() as connection:
-            ids = self._checkpoint_ids(connection, identities)
-            for start in range(0, len(rows), BATCH):
-                batch = [{**row, "checkpoint_id": ids[row.pop("identity")]} for row in rows[start : start + BATCH]]
-                connection.execute(insert(run_checkpoints), batch)
+            numbered = enumerate(evaluated)
+            while batch := list(itertools.islice(numbered, BATCH)):
+                identities = {
+                    (c.report.uri, c.report.digest): {
+                        "digest": c.report.digest, "uri": c.report.uri, "name": c.report.name,
+                        "version": c.report.version,
+                    }
+                    for _, c in batch
+                }  # fmt: skip
+                ids = self._checkpoint_ids(connection, identities)
+                connection.execute(insert(run_checkpoints), [self._row(position, c, ids) for position, c in batch])
             status = RunStatus.FAILED if failed else RunStatus.COMPLETE
             connection.execute(
                 update(runs)
                 .where(runs.c.id == self.run_id)
                 .values(status=status, timing=timing.model_dump(mode="json"), finished_at=time.time())
             )
+
+    def _row(self, position: int, checkpoint: RecordedCheckpoint, ids: dict[tuple[str, str], int]) -> dict:
+        report, metrics = checkpoint.report, checkpoint.report.metrics
+        return {
+            "run_id": self.run_id,
+            "position": position,
+            "checkpoint_id": ids[(report.uri, report.digest)],
+            "policy_uri": checkpoint.policy_uri,
+            "score": next(iter(metrics.suite_scores.values())) if metrics else None,
+            "env_scores": {env: m.score for env, m in metrics.environments.items()} if metrics else None,
+            "error": report.error,
+        }
 
     @staticmethod
     def _checkpoint_ids(connection: Connection, identities: dict[tuple[str, str], dict]) -> dict[tuple[str, str], int]:
