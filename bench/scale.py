@@ -1,14 +1,16 @@
 """Scale (issue 12): the driver's cost per work unit and its peak memory at 100, 1,000 and 10,000 checkpoints,
 through the real CLI and Ray, so that a cost or a memory that grows with the number of checkpoints shows.
 
-    python -m bench.scale                       # 100, 1,000, 10,000 checkpoints (~15 min on 2 cores)
+    python -m bench.scale                       # 100, 1,000, 10,000 checkpoints (~10 min on 2 cores)
     python -m bench.scale --sizes 100,1000      # quicker
+    python -m bench.scale --shard-size 1        # 20 units per checkpoint (200,000 at 10,000; ~40 min)
 
 Each checkpoint is a tiny TokenGridMLP state dict (`ckpt_00001.pt`, ...; one directory, `--checkpoints last:N`
-picks N); the suite is 20 tiny one-agent rooms, one episode each, `--shard-size 1` so every checkpoint is 20
-units (the driver's cost is per unit; packing would make it 1). `--no-replays` and `--no-reuse-results`: a
-replay file and a results-store entry per episode are a constant cost per unit that would only blur the
-driver's. Two workers (`--num-workers 2`), `--execution ray`.
+picks N); the suite is 20 tiny one-agent rooms, one episode each, `--shard-size 4` so every checkpoint is 5
+units (50,000 at 10,000 checkpoints; the driver's cost is per unit, and packing all 20 would make it 1).
+`--no-replays` (a replay file per unit is a constant cost that would only blur the driver's) and
+`--no-reuse-results` (every episode is played; each is still recorded in the results database, one
+transaction per unit, as in any run). Two workers (`--num-workers 2`), `--execution ray`.
 
 Figures per size, from the report: evaluation_s / units (per-unit time on the clock), driver_cpu_s / units
 (the driver process's CPU per unit, Ray start and imports included: they are amortised as N grows),
@@ -75,8 +77,8 @@ def checkpoints(directory: Path, count: int) -> Path:
     return run
 
 
-def measure(run: Path, suite: Path, count: int, workdir: Path) -> dict:
-    args = ["-p", str(run), "--checkpoints", f"last:{count}", "--suite", str(suite), "--shard-size", "1"]
+def measure(run: Path, suite: Path, count: int, workdir: Path, shard_size: int) -> dict:
+    args = ["-p", str(run), "--checkpoints", f"last:{count}", "--suite", str(suite), "--shard-size", str(shard_size)]
     args += ["--num-workers", "2", "--execution", "ray", "--no-replays", "--run-name", f"scale_{count}"]
     before = wait_for_quiet()
     report, wall, stderr = cli(args, workdir)
@@ -104,9 +106,11 @@ def measure(run: Path, suite: Path, count: int, workdir: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000", help="checkpoint counts, the first is the baseline")
+    parser.add_argument("--shard-size", type=int, default=4, help="episodes per unit (the suite has 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
-    sizes = [int(size) for size in parser.parse_args().sizes.split(",")]
-    out = parser.parse_args().out
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    out = args.out
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         directory = Path(tmp)
         started = time.perf_counter()
@@ -115,7 +119,7 @@ def main() -> int:
         suite = suite_file(directory)
         rows = []
         for count in sizes:
-            rows.append(measure(run, suite, count, directory / "data"))
+            rows.append(measure(run, suite, count, directory / "data", args.shard_size))
             print(json.dumps(rows[-1]), file=sys.stderr)
     base = rows[0]
     print(

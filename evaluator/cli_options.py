@@ -80,6 +80,30 @@ ExecutionOption = Annotated[
 ]
 WandbEntity = Annotated[str, typer.Option(envvar="WANDB_ENTITY", help="W&B entity for wandb://run/.")]
 WandbProject = Annotated[str, typer.Option(envvar="WANDB_PROJECT", help="W&B project for wandb://run/.")]
+Baseline = Annotated[
+    str | None,
+    typer.Option(
+        envvar="BASELINE",
+        help="A policy URI every checkpoint is compared with, episode by episode (evaluated in the same run).",
+    ),
+]
+Normalize = Annotated[
+    str | None,
+    typer.Option(
+        envvar="NORMALIZE",
+        help="LOW,HIGH: two policy URIs; each environment's score maps to 0 at LOW's and 1 at HIGH's "
+        "(e.g. builtin://random,builtin://navigator).",
+    ),
+]
+TargetCi = Annotated[
+    float | None,
+    typer.Option(
+        envvar="TARGET_CI",
+        help="Adaptive episodes: add episodes (doubling) to environments whose 95% CI half-width is above this.",
+    ),
+]
+MinEpisodes = Annotated[int, typer.Option(help="With --target-ci: episodes per environment in the first round.")]
+MaxEpisodes = Annotated[int, typer.Option(help="With --target-ci: episodes per environment at most.")]
 ResultsDb = Annotated[
     str | None,
     typer.Option(
@@ -223,6 +247,11 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "trust_remote_code": TrustRemoteCode,
     "reuse_results": ReuseResults,
     "results_db": ResultsDb,
+    "baseline": Baseline,
+    "normalize": Normalize,
+    "target_ci": TargetCi,
+    "min_episodes": MinEpisodes,
+    "max_episodes": MaxEpisodes,
     "ray_address": RayAddress,
     "execution": ExecutionOption,
     "wandb_entity": WandbEntity,

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import resource
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from evaluator.comparisons import RunScores
 from evaluator.outputs.local import EpisodeRow, EpisodeTable, atomic_write, replay_path
 from evaluator.report import CheckpointMetrics, CheckpointReport, Timing
-from evaluator.report_assembly import checkpoint_metrics
+from evaluator.report_assembly import checkpoint_metrics, episode_scores
 from evaluator.sources import Checkpoint
 from evaluator.store.episodes import EpisodeStore
 from sim.metrics import EpisodeResult
@@ -55,9 +56,19 @@ class Collector:
     units: int = 0
     workers_replaced: int = 0
     workers_start_s: float = 0.0
+    baseline: str | None = None
+    """The policy URI whose (last) checkpoint every other is compared with (`--baseline`)."""
+    normalize: tuple[str, str] | None = None
+    """(LOW, HIGH) policy URIs of `--normalize`."""
+    reduce_when_complete: bool = True
+    """Reduce a checkpoint when the suite's episode count is in; False for adaptive runs, where the unit
+    stream decides when a checkpoint has enough episodes and calls `complete`."""
+    scores: RunScores = field(init=False)
+    """Complete checkpoints' episode scores: for comparisons and normalised scores at the end."""
 
     def __post_init__(self) -> None:
         self._expected = sum(env.episodes for env in self.suite.envs)
+        self.scores = RunScores(self.suite, lambda i: self.entries[i].policy_uri, self.baseline, self.normalize)
         for index, entry in enumerate(self.entries):
             if entry.checkpoint.error:
                 self.errors[index] = entry.checkpoint.error
@@ -68,12 +79,22 @@ class Collector:
         if checkpoint.error:
             self.errors[index] = checkpoint.error
 
-    def add_cached(self, index: int, store: EpisodeStore, replays: bool) -> set[tuple[int, str, int]]:
-        """Take every episode of checkpoint `index` the store already holds (`EpisodeStore.lookup`'s rule);
-        return their (checkpoint index, env, episode) keys, which its plan then skips."""
-        stored = store.lookup(self.entries[index].checkpoint.digest, self.suite, replays)
+    def add_cached(
+        self,
+        index: int,
+        store: EpisodeStore,
+        replays: bool,
+        suite: Suite | None = None,
+        held: Set[tuple[int, str, int]] = frozenset(),
+    ) -> set[tuple[int, str, int]]:
+        """Take every episode of checkpoint `index` on `suite` (default: the run's) the store already holds
+        (`EpisodeStore.lookup`'s rule) and that is not `held` already; return their (checkpoint index, env,
+        episode) keys, which its plan then skips."""
+        stored = store.lookup(self.entries[index].checkpoint.digest, suite or self.suite, replays)
         found: set[tuple[int, str, int]] = set()
         for result in stored.found:
+            if (index, result.env, result.episode) in held:
+                continue
             self._keep(index, result)
             found.add((index, result.env, result.episode))
         first_replay = stored.replay_uris.get((self.suite.envs[0].name, 0))
@@ -115,10 +136,18 @@ class Collector:
             return replay_uri
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
-        if len(kept) == self._expected:
-            self.metrics[index] = zlib.compress(checkpoint_metrics(self.suite, kept).model_dump_json().encode())
-            del self.results[index]
+        if self.reduce_when_complete and len(kept) == self._expected:
+            self.complete(index)
         return replay_uri
+
+    def complete(self, index: int) -> None:
+        """Every episode of checkpoint `index` is in: reduce them to its metrics and let them go."""
+        kept = self.results.pop(index, [])
+        if index in self.errors or not kept:
+            return
+        metrics = checkpoint_metrics(self.suite, kept)
+        self.metrics[index] = zlib.compress(metrics.model_dump_json().encode())
+        self.scores.record(index, episode_scores(self.suite, kept), next(iter(metrics.suite_scores.values())))
 
     def metrics_of(self, index: int) -> CheckpointMetrics | None:
         """The reduced metrics of the checkpoint at `index`, if it completed."""
@@ -126,7 +155,9 @@ class Collector:
         return None if metrics is None else CheckpointMetrics.model_validate_json(zlib.decompress(metrics))
 
     def checkpoint_reports(self, policy_uri: str) -> Iterator[CheckpointReport]:
-        """The checkpoints of `policy_uri`, in the run's order, one at a time: metrics, first replay, or error."""
+        """The checkpoints of `policy_uri`, in the run's order, one at a time: metrics, first replay, or error,
+        and the comparisons with the policy's previous checkpoint, the run's best and the baseline."""
+        previous = None
         for index, entry in enumerate(self.entries):
             if entry.policy_uri != policy_uri:
                 continue
@@ -134,6 +165,8 @@ class Collector:
             metrics = None if error else self.metrics_of(index)
             if metrics is None and not error:  # not every episode came in (cannot happen without an error)
                 metrics = checkpoint_metrics(self.suite, self.results.get(index, []))
+            if metrics is not None and self.normalize:
+                metrics = metrics.model_copy(update={"normalized": self.scores.normalized(index)})
             yield CheckpointReport(
                 name=checkpoint.name,
                 uri=checkpoint.uri,
@@ -142,7 +175,15 @@ class Collector:
                 metrics=metrics,
                 replay_url=None if error else self.replay_urls.get(index),
                 error=error,
+                comparisons=self.scores.comparisons(index, previous, self._identity),
             )
+            if index in self.scores.scores:
+                previous = index
+
+    def _identity(self, index: int) -> CheckpointReport:
+        checkpoint = self.entries[index].checkpoint
+        return CheckpointReport(name=checkpoint.name, uri=checkpoint.uri, version=checkpoint.version,
+                                digest=checkpoint.digest)  # fmt: skip
 
     def failures(self) -> list[str]:
         """`name (version): error` of each failed checkpoint, in the run's order."""

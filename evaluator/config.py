@@ -36,6 +36,12 @@ class EvalConfig(BaseModel):
     directory, or a directory of checkpoints), s3://bucket/key or s3://bucket/prefix/, wandb://entity/project/
     [model/]name[:version] or wandb://run/name[:version], builtin://<name>. A URI naming a version (W&B's
     `:v3` or alias, Metta's `run:v30`) takes `checkpoints` `latest` only."""
+    baseline: str | None = None
+    """A policy URI every checkpoint is compared with (paired, episode by episode), evaluated in the same run:
+    added to `policy_uris` if it is not one of them."""
+    normalize: tuple[str, str] | None = None
+    """(LOW, HIGH) policy URIs (`--normalize LOW,HIGH`), evaluated in the same run (added to `policy_uris`):
+    each environment's score maps to 0 at LOW's and 1 at HIGH's before aggregating."""
     suite: str = "navigation"
     """Registered suite name, or a path to a suite YAML/JSON file."""
     device: Device = Device.CPU
@@ -48,6 +54,11 @@ class EvalConfig(BaseModel):
     or wandb://entity/project[/run_id]."""
     episodes: int | None = Field(default=None, ge=1, le=100_000)
     """Episodes per environment (default: each environment's own count)."""
+    target_ci: float | None = Field(default=None, gt=0)
+    """Adaptive episodes: play `min_episodes` per environment, then keep doubling (up to `max_episodes`) the
+    environments of a checkpoint whose score's 95% interval half-width is still above this."""
+    min_episodes: int = Field(default=8, ge=2, le=100_000)
+    max_episodes: int = Field(default=128, ge=2, le=100_000)
     seed: int | None = None
     """Override the suite's seed (episode seeds derive from it)."""
     env: str | None = None
@@ -103,6 +114,33 @@ class EvalConfig(BaseModel):
             return check_selector(value)
         except UsageError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _low_high(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = tuple(part.strip() for part in value.split(","))
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"--normalize takes LOW,HIGH (two policy URIs), got {value!r}")
+            return parts
+        return value
+
+    @model_validator(mode="after")
+    def _adaptive_bounds(self) -> EvalConfig:
+        if self.target_ci is not None and self.episodes is not None:
+            raise ValueError("--target-ci chooses the episodes: give --min-episodes / --max-episodes, not --episodes")
+        if self.min_episodes > self.max_episodes:
+            raise ValueError(f"--min-episodes {self.min_episodes} is above --max-episodes {self.max_episodes}")
+        return self
+
+    @model_validator(mode="after")
+    def _references_are_evaluated(self) -> EvalConfig:
+        """The baseline and the normalisation's LOW and HIGH are evaluated in the run (appended if missing)."""
+        references = [self.baseline, *(self.normalize or ())]
+        missing = [uri for uri in dict.fromkeys(references) if uri is not None and uri not in self.policy_uris]
+        if missing:
+            object.__setattr__(self, "policy_uris", (*self.policy_uris, *missing))
+        return self
 
     @model_validator(mode="after")
     def _default_run_name(self) -> EvalConfig:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.protocol import WorkerStats
+from evaluator.adaptive import AdaptiveRule
 from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig, results_db_url
@@ -92,7 +93,16 @@ def evaluate(
     feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
     del listed  # the feed holds each candidate until it is downloaded
     try:
-        collector = Collector(run_dir, entries, suite, table)
+        adaptive = adaptive_rule(config)
+        collector = Collector(
+            run_dir,
+            entries,
+            suite,
+            table,
+            baseline=config.baseline,
+            normalize=config.normalize,
+            reduce_when_complete=adaptive is None,
+        )
         stream = UnitStream(
             feed,
             collector,
@@ -101,6 +111,7 @@ def evaluate(
             store=store,
             reuse=config.reuse_results,
             run_id=run_log.run_id,
+            adaptive=adaptive,
             on_progress=on_progress,
         )
         ray_init_s, evaluation_s, stats = 0.0, 0.0, []
@@ -116,7 +127,7 @@ def evaluate(
     table.close()
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
-    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats)
+    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats, adaptive)
     checkpoints = [collector.checkpoint_reports(policy.policy_uri) for policy in skeleton.policies]
     failures = collector.failures()
     if not config.output_uri:
@@ -237,6 +248,14 @@ def source_settings(config: EvalConfig) -> SourceSettings:
     )
 
 
+def adaptive_rule(config: EvalConfig) -> AdaptiveRule | None:
+    if config.target_ci is None:
+        return None
+    return AdaptiveRule(target_ci=config.target_ci, min_episodes=config.min_episodes, max_episodes=config.max_episodes)
+
+
 def load_suite(config: EvalConfig) -> Suite:
-    suite = get_suite(config.suite).select(config.env).with_episodes(config.episodes)
+    """The suite as the run's first round plays it (adaptive runs start at `min_episodes`)."""
+    episodes = config.min_episodes if config.target_ci is not None else config.episodes
+    suite = get_suite(config.suite).select(config.env).with_episodes(episodes)
     return suite if config.seed is None else suite.model_copy(update={"seed": config.seed})

@@ -21,17 +21,63 @@ class EnvironmentMetrics(_Model):
     episodes: int
     score: float
     std: float
-    ci95: tuple[float, float] = Field(description="normal-approximation 95% confidence interval of the score")
+    ci95: tuple[float, float] | None = Field(
+        description="BCa bootstrap 95% confidence interval of the score (null with fewer than 2 episodes)"
+    )
     success_rate: float = Field(description="fraction of episodes in which every agent collected a heart")
+    success_ci95: tuple[float, float] | None = Field(
+        default=None, description="Wilson 95% interval of the success rate (null with fewer than 2 episodes)"
+    )
     mean_steps: float
     agent_steps: int
+
+
+class NormalizedScores(_Model):
+    """Scores mapped, per environment, to 0 at the LOW policy's score and 1 at the HIGH one's (`--normalize`),
+    so environments with different reward scales weigh alike in the aggregate."""
+
+    low: str = Field(description="policy URI scored 0")
+    high: str = Field(description="policy URI scored 1")
+    score: float = Field(description="mean of the normalised environment scores")
+    ci95: tuple[float, float] | None = Field(description="stratified bootstrap 95% interval of score")
+    iqm: float = Field(description="interquartile mean of every normalised episode score")
+    iqm_ci95: tuple[float, float] | None
+    environments: dict[str, float]
+    excluded: list[str] = Field(description="environments where LOW and HIGH score the same (no scale to map to)")
 
 
 class CheckpointMetrics(_Model):
     suite_scores: dict[str, float] = Field(description='{"<suite>/score": mean of the environment scores}')
     simulation_scores: dict[str, float] = Field(description='{"<suite>/<env>/score": environment score}')
     reward_avg: float = Field(description="mean per-agent episode reward over every episode of the suite")
+    suite_ci95: tuple[float, float] | None = Field(
+        default=None,
+        description="95% interval of the suite score: stratified bootstrap (episodes resampled within environments)",
+    )
+    iqm: float | None = Field(default=None, description="interquartile mean of every episode's score in the suite")
+    iqm_ci95: tuple[float, float] | None = Field(default=None, description="stratified bootstrap 95% interval of iqm")
+    normalized: NormalizedScores | None = Field(default=None, description="with --normalize LOW,HIGH")
     environments: dict[str, EnvironmentMetrics]
+
+
+class EnvironmentDifference(_Model):
+    difference: float = Field(description="this checkpoint's score minus the other's")
+    ci95: tuple[float, float] | None = Field(description="paired BCa bootstrap 95% interval (same episode seeds)")
+    probability_of_improvement: float = Field(description="P(an episode of this > one of the other), ties half")
+
+
+class Comparison(_Model):
+    """This checkpoint against another of the run, episode by episode (both played the same seeds)."""
+
+    against: str = Field(description="previous (the policy's checkpoint before), best (of the run) or baseline")
+    name: str
+    version: str
+    digest: str
+    difference: float = Field(description="suite score difference, this minus the other")
+    ci95: tuple[float, float] | None = Field(description="stratified paired bootstrap 95% interval of difference")
+    probability_of_improvement: float = Field(description="mean over environments of P(this > other), ties half")
+    verdict: str = Field(description="better / worse (the interval excludes 0) or no difference, at 95%")
+    environments: dict[str, EnvironmentDifference]
 
 
 class CheckpointReport(_Model):
@@ -42,6 +88,18 @@ class CheckpointReport(_Model):
     metrics: CheckpointMetrics | None = None
     replay_url: str | None = Field(default=None, description="the checkpoint's first replay (mettagrid format)")
     error: str | None = None
+    comparisons: list[Comparison] = Field(
+        default_factory=list, description="against the previous checkpoint, the run's best and --baseline"
+    )
+
+
+class AdaptiveEpisodes(_Model):
+    """The stopping rule of an adaptive run (`--target-ci`); each environment's `episodes` says what it used."""
+
+    target_ci: float = Field(description="an environment stops once its 95% CI half-width is at most this")
+    min_episodes: int = Field(description="episodes per environment in the first round")
+    max_episodes: int = Field(description="episodes per environment at most")
+    rule: str = "double an environment's episodes while its BCa 95% CI half-width is above target_ci"
 
 
 class PolicyReport(_Model):
@@ -94,6 +152,7 @@ class Report(_Model):
     timing: Timing
     workers: list[WorkerReport] = Field(default_factory=list)
     output: OutputStatus | None = None
+    adaptive: AdaptiveEpisodes | None = Field(default=None, description="the stopping rule, with --target-ci")
 
 
 class ErrorReport(_Model):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
 
 from actors.protocol import WorkerStats
-from evaluator import __version__
+from evaluator import __version__, statistics
 from evaluator.report import (
+    AdaptiveEpisodes,
     CheckpointMetrics,
     CheckpointReport,
+    Comparison,
+    EnvironmentDifference,
     EnvironmentMetrics,
     PolicyReport,
     Report,
@@ -19,19 +25,32 @@ from sim.metrics import EpisodeResult, summarize
 from sim.suites import Suite
 
 
+def episode_scores(suite: Suite, results: Sequence[EpisodeResult]) -> list[np.ndarray]:
+    """Per environment (suite order), each episode's score (mean per-agent reward) in episode order: what the
+    statistics and the paired comparisons take (a checkpoint's whole evaluation in a few KB)."""
+    by_env: dict[str, list[EpisodeResult]] = {env.name: [] for env in suite.envs}
+    for result in results:
+        by_env[result.env].append(result)
+    return [np.array([r.reward_mean for r in sorted(by_env[env.name], key=lambda r: r.episode)]) for env in suite.envs]
+
+
 def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
-    """Reduce one checkpoint's episodes; environments keep the suite's order."""
+    """Reduce one checkpoint's episodes; environments keep the suite's order. Intervals per
+    `evaluator.statistics`, seeded by suite and environment: the same episodes give the same report."""
     environments: dict[str, EnvironmentMetrics] = {}
     order = {env.name: i for i, env in enumerate(suite.envs)}
-    for env in suite.envs:
+    scores = episode_scores(suite, results)
+    for env, env_scores in zip(suite.envs, scores, strict=True):
         episodes = sorted((r for r in results if r.env == env.name), key=lambda r: r.episode)
         summary = summarize(episodes)
+        successes = sum(r.success for r in episodes)
         environments[env.name] = EnvironmentMetrics(
             episodes=summary.episodes,
             score=summary.score,
             std=summary.std,
-            ci95=(summary.ci95_low, summary.ci95_high),
+            ci95=statistics.mean_interval(env_scores, statistics.rng_for(suite.seed, env.name)),
             success_rate=summary.success_rate,
+            success_ci95=statistics.wilson_interval(successes, len(episodes)),
             mean_steps=summary.mean_steps,
             agent_steps=sum(r.agent_steps for r in episodes),
         )
@@ -41,6 +60,41 @@ def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> Checkp
         simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
         # In suite and episode order: a float sum must not depend on the order episodes arrived in.
         reward_avg=sum(r.reward_mean for r in sorted(results, key=lambda r: (order[r.env], r.episode))) / len(results),
+        suite_ci95=statistics.stratified_interval(
+            scores, statistics.mean_of_means, statistics.rng_for(suite.seed, "suite")
+        ),
+        iqm=float(statistics.iqm(scores)),
+        iqm_ci95=statistics.stratified_interval(scores, statistics.iqm, statistics.rng_for(suite.seed, "iqm")),
+        environments=environments,
+    )
+
+
+def compare(
+    against: str,
+    mine: Sequence[np.ndarray],
+    other: CheckpointReport,
+    theirs: Sequence[np.ndarray],
+    suite: Suite,
+    names: Sequence[str] | None = None,
+) -> Comparison:
+    """`mine` against `other` (whose episode scores are `theirs`), paired episode by episode; `names` are the
+    environments the scores are of (default: the suite's)."""
+    rng = statistics.rng_for(suite.seed, "compare", against, other.digest)
+    total = statistics.paired_suite_difference(mine, theirs, rng)
+    names = [env.name for env in suite.envs] if names is None else names
+    environments = {
+        name: EnvironmentDifference(**asdict(statistics.paired_difference(a, b, rng)))
+        for name, a, b in zip(names, mine, theirs, strict=True)
+    }
+    return Comparison(
+        against=against,
+        name=other.name,
+        version=other.version,
+        digest=other.digest,
+        difference=total.difference,
+        ci95=total.ci95,
+        probability_of_improvement=total.probability_of_improvement,
+        verdict=total.verdict,
         environments=environments,
     )
 
@@ -52,6 +106,7 @@ def build_report(
     run_name: str,
     timing: Timing,
     stats: Sequence[WorkerStats],
+    adaptive: AdaptiveEpisodes | None = None,
 ) -> Report:
     """Every checkpoint (`(policy URI, its report)`, in the run's order) under its policy URI."""
     policies: dict[str, list[CheckpointReport]] = {uri: [] for uri in policy_uris}
@@ -65,6 +120,7 @@ def build_report(
         policies=[PolicyReport(policy_uri=uri, checkpoints=cps) for uri, cps in policies.items()],
         timing=timing,
         workers=[worker_report(s) for s in stats],
+        adaptive=adaptive,
     )
 
 

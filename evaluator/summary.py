@@ -4,30 +4,46 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from evaluator.report import CheckpointReport, Report
+from evaluator.report import CheckpointReport, Comparison, Report
 
 
 def _label(checkpoint: CheckpointReport) -> str:
     return checkpoint.name if checkpoint.version == "builtin" else f"{checkpoint.name} ({checkpoint.version})"
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _versus(checkpoint: CheckpointReport, against: str) -> str:
+    """`+0.120 [0.05, 0.19] better` against that checkpoint, or blank."""
+    found: list[Comparison] = [c for c in checkpoint.comparisons if c.against == against]
+    if not found:
+        return ""
+    comparison = found[0]
+    return f"{comparison.difference:+.3f} {_interval(comparison.ci95)} {comparison.verdict}"
+
+
 def summary_tables(report: Report) -> list[Table]:
     suite = report.simulation_suite
     checkpoints = [c for p in report.policies for c in p.checkpoints]
     overview = Table(title=f"{suite}: {report.run_name}")
-    for column in ("checkpoint", f"{suite}/score", "reward_avg", "success", "error"):
-        overview.add_column(column, justify="left" if column in ("checkpoint", "error") else "right")
+    columns = ("checkpoint", f"{suite}/score", "95% CI", "IQM", "success", "vs previous (95% CI)", "error")
+    for column in columns:
+        overview.add_column(column, justify="right" if column in (f"{suite}/score", "IQM", "success") else "left")
     for checkpoint in checkpoints:
         metrics = checkpoint.metrics
         if metrics is None:
-            overview.add_row(_label(checkpoint), "-", "-", "-", checkpoint.error or "")
+            overview.add_row(_label(checkpoint), "-", "-", "-", "-", "", checkpoint.error or "")
             continue
         success = sum(e.success_rate for e in metrics.environments.values()) / len(metrics.environments)
         overview.add_row(
             _label(checkpoint),
             f"{metrics.suite_scores[f'{suite}/score']:.3f}",
-            f"{metrics.reward_avg:.3f}",
+            _interval(metrics.suite_ci95),
+            "-" if metrics.iqm is None else f"{metrics.iqm:.3f}",
             f"{success:.0%}",
+            _versus(checkpoint, "previous"),
             "",
         )
     per_env = Table(title="score per environment (mean per-agent reward)")

@@ -54,6 +54,8 @@ class SweepConfig(BaseModel):
     def _needs_the_cache(self) -> SweepConfig:
         if not self.evaluation.reuse_results:
             raise ValueError("a sweep needs the results store (it is how it knows what was evaluated)")
+        if self.evaluation.target_ci is not None:
+            raise ValueError("a sweep decides what is evaluated by fixed episode counts: --target-ci is for run")
         return self
 
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from actors.protocol import UnitResult, WorkUnit
+from evaluator.adaptive import AdaptiveRule
 from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector
 from evaluator.plan import plan_checkpoint
+from evaluator.report_assembly import episode_scores
 from evaluator.sources import Checkpoint
 from evaluator.store.episodes import EpisodeStore, PlayedEpisode
 
@@ -75,10 +77,18 @@ class UnitStream:
         store: EpisodeStore | None = None,
         reuse: bool = True,
         run_id: int | None = None,
+        adaptive: AdaptiveRule | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        """Episodes are taken from `store` when `reuse`, and every one played is recorded there (as `run_id`'s)."""
+        """Episodes are taken from `store` when `reuse`, and every one played is recorded there (as `run_id`'s).
+        With `adaptive`, a checkpoint whose round is in gets another round of units for the environments that
+        need more episodes (its bytes are kept until it is done), then the collector reduces it."""
         self.feed = feed
+        self._adaptive = adaptive
+        self._data: dict[int, bytes] = {}
+        """Bytes of checkpoints that may need another round (adaptive runs)."""
+        self._rounds: list[Batch] = []
+        """Next-round batches decided since the last `take`."""
         self._collector = collector
         self._store = store
         self._reuse = reuse
@@ -95,10 +105,10 @@ class UnitStream:
         self._peeked: list[Batch] = []
 
     def exhausted(self) -> bool:
-        return not self._peeked and self.feed.exhausted()
+        return not self._peeked and not self._rounds and self.feed.exhausted()
 
     def fetching(self) -> bool:
-        return bool(self._peeked) or self.feed.fetching()
+        return bool(self._peeked or self._rounds) or self.feed.fetching()
 
     def has_work(self) -> bool:
         """Whether any unit is to be run at all, waiting for the first checkpoint that has some (an evaluation
@@ -109,7 +119,7 @@ class UnitStream:
     def take(self, timeout: float | None = 0.0) -> list[Batch]:
         """Batches of checkpoints that arrived, waiting up to `timeout` s (None: until one has units to run or
         every checkpoint is handed out; [] then means nothing is left)."""
-        batches, self._peeked = self._peeked, []
+        batches, self._peeked, self._rounds = self._peeked + self._rounds, [], []
         while not batches:
             arrived = self.feed.arrived(timeout)
             for index, checkpoint in arrived:
@@ -140,11 +150,46 @@ class UnitStream:
             skip=skip,
             first_unit_id=self._next_unit_id,
         )
+        if self._adaptive is not None:
+            self._data[index] = checkpoint.data
+            if not units:  # the first round is all stored: decide the next one now
+                return self._round_done(index)
+        return self._units(index, checkpoint.data, units)
+
+    def _units(self, index: int, data: bytes, units: list[WorkUnit]) -> Batch | None:
         if not units:
             return None
         self._next_unit_id += len(units)
         self._unreported[index] = len(units)
-        return Batch(checkpoint.digest, checkpoint.data, units)
+        return Batch(units[0].checkpoint_digest, data, units)
+
+    def _round_done(self, index: int) -> Batch | None:
+        """The next round's units of checkpoint `index`, or None (and the checkpoint reduced) when every
+        environment has enough episodes. Episodes the store already holds count without being played."""
+        assert self._adaptive is not None
+        suite, checkpoint = self._collector.suite, self._collector.entries[index].checkpoint
+        while index not in self._collector.errors:
+            kept = self._collector.results.get(index, [])
+            held = {(index, r.env, r.episode) for r in kept}
+            counts = self._adaptive.next_counts(suite, episode_scores(suite, kept))
+            envs = tuple(env.model_copy(update={"episodes": n}) for env, n in zip(suite.envs, counts, strict=True))
+            grown = suite.model_copy(update={"envs": envs})
+            added = sum(counts) - len(kept)
+            if not added:
+                break
+            self.total_episodes += added
+            reuse = self._store is not None and self._reuse
+            stored = self._collector.add_cached(index, self._store, False, grown, held) if reuse else set()
+            self.settled_episodes += len(stored)
+            units = plan_checkpoint(
+                index, checkpoint, grown, shard_size=self._shard_size, replays=False, skip=held | stored,
+                first_unit_id=self._next_unit_id,
+            )  # fmt: skip
+            if units:
+                return self._units(index, self._data[index], units)
+        self._collector.complete(index)
+        self._data.pop(index, None)
+        return None
 
     def reported(self, unit: WorkUnit, result: UnitResult) -> None:
         """Record `unit`'s result; the checkpoint's place in the feed is freed with its last unit."""
@@ -161,7 +206,11 @@ class UnitStream:
         self._unreported[index] -= 1
         if not self._unreported[index]:
             del self._unreported[index]
-            self.feed.release()
+            next_round = self._round_done(index) if self._adaptive is not None else None
+            if next_round is None:
+                self.feed.release()
+            else:
+                self._rounds.append(next_round)
         self._progress()
 
     def _progress(self) -> None:

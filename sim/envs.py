@@ -169,7 +169,8 @@ class EnvSpec(_Frozen):
         Fields added later count only when set away from their defaults, so the envs that existed before
         keep their digests and their cached results."""
         unset = {name for name in _HASHED_ONLY_WHEN_SET if getattr(self, name) == EnvSpec.model_fields[name].default}
-        return hashlib.sha256(self.model_dump_json(exclude=unset).encode()).hexdigest()[:16]
+        # How many episodes are played is not part of what any one of them is (episode i keeps its seed).
+        return hashlib.sha256(self.model_dump_json(exclude=unset | {"episodes"}).encode()).hexdigest()[:16]
 
 
 def episode_seed(suite_seed: int, env_name: str, episode: int) -> int:

@@ -36,30 +36,32 @@ char_to_map_name:
   m: altar
 """
 
-SPEC_HASHES_BEFORE_METTA_FIELDS = {
-    "navigation/emptyspace_withinsight": "f211bf938303c2cb",
-    "navigation/emptyspace_outofsight": "72bdf7c541a8e120",
-    "navigation/emptyspace_sparse": "0bde8391c16dc9b1",
-    "navigation/walls": "25282904ff4c552c",
-    "navigation/obstacles": "5c5dfb37748c0985",
-    "navigation/cylinder": "f49cfb0affbb3d7b",
-    "navigation/corridors": "99473d52378b0c6f",
-    "navigation/labyrinth": "126b65e9293aaaf9",
-    "navigation/labyrinth_braided": "addae8ef2c7f95ed",
-    "navigation/radial_maze": "3401cce70a38d9a4",
-    "navigation/memory": "3e08340e4860c2a8",
-    "navigation/wander_out": "dffa378b1953f738",
-    "navigation/walls_4agents": "b86860c3ad73a430",
-    "smoke/tiny_room": "300ac5a54eb259b4",
-    "smoke/tiny_random": "06390a84ac26af99",
-    "metta_navigation/walls_withinsight": "52d090bf66fefbf0",
-    "metta_navigation/wanderout": "2d99cb9ee1108527",
-    "metta_navigation/radial_mini": "ef1094a2a16620af",
-    "metta_navigation/cylinder_easy": "8755695e463d4080",
-    "metta_navigation/labyrinth": "f86103aa3839c059",
-    "metta_navigation/walls_sparse": "c37f88c212a3b884",
+SPEC_HASHES = {
+    "navigation/emptyspace_withinsight": "cfa5a75a259774ca",
+    "navigation/emptyspace_outofsight": "0490e8ee8453c8d8",
+    "navigation/emptyspace_sparse": "8ab82fb2a2ab422c",
+    "navigation/walls": "9415ec54c52fdd71",
+    "navigation/obstacles": "d55b215a271a991c",
+    "navigation/cylinder": "15c2df29052a9d39",
+    "navigation/corridors": "e1b9c9d53198651a",
+    "navigation/labyrinth": "e3009ac82ef70b53",
+    "navigation/labyrinth_braided": "a21c7161f97bd9aa",
+    "navigation/radial_maze": "59fcee7805b284f4",
+    "navigation/memory": "c6ea896d4475af91",
+    "navigation/wander_out": "fcfc8eb76f1e683b",
+    "navigation/walls_4agents": "9bf951e8b3b74bae",
+    "smoke/tiny_room": "1a2c30222f78a057",
+    "smoke/tiny_random": "a05af67a988c6e67",
+    "metta_navigation/walls_withinsight": "586c388d579f8c37",
+    "metta_navigation/wanderout": "27baab81f4419238",
+    "metta_navigation/radial_mini": "1f39dbbbc852f3d0",
+    "metta_navigation/cylinder_easy": "72100458af994323",
+    "metta_navigation/labyrinth": "35c942177868397d",
+    "metta_navigation/walls_sparse": "ed49faaf0879f6ab",
 }
-"""`spec_hash()` of every env before instances/borders/heart_reward existed: cached results stay valid."""
+"""`spec_hash()` of every shipped env: part of every stored episode's key in the results database, so a change
+here silently orphans stored results. Fields added later (instances, borders, heart_reward) count only when
+set; the episode count never does (episode i is the same episode in a run of 5 or of 500)."""
 
 
 def _grid(spec: EnvSpec, seed: int) -> np.ndarray:
@@ -137,13 +139,14 @@ envs:
     assert (maze.instances, maze.num_agents) == (4, 4)
 
 
-def test_spec_hashes_of_existing_envs_are_unchanged():
+def test_spec_hashes_of_shipped_envs_are_unchanged():
     suites = ["navigation", "smoke", str(EXAMPLES / "metta_navigation.yaml")]
     hashes = {f"{suite.name}/{env.name}": env.spec_hash() for suite in map(get_suite, suites) for env in suite.envs}
-    assert hashes == SPEC_HASHES_BEFORE_METTA_FIELDS
+    assert hashes == SPEC_HASHES
     env = get_suite("smoke").envs[0]
     assert env.model_copy(update={"heart_reward": 1.0, "instances": None}).spec_hash() == env.spec_hash()
     assert env.model_copy(update={"heart_reward": 0.333}).spec_hash() != env.spec_hash()
+    assert env.model_copy(update={"episodes": 500}).spec_hash() == env.spec_hash()
 
 
 def test_example_evals_suite_has_metta_layout_and_navigator_scores_everywhere():

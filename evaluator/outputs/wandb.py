@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from evaluator.outputs import OutputError
-from evaluator.report import Report
+from evaluator.report import CheckpointReport, Report
 from evaluator.sources import SourceSettings
 from evaluator.wandb_client import require_key
 from sim.errors import UsageError, first_line
@@ -62,8 +62,32 @@ def summary_metrics(report: Report) -> dict[str, float]:
             metrics[f"evaluator/eval_{suite}/score"] = score
             metrics |= {f"evaluator/eval_{suite}/{env}": s for env, s in envs.items()}
             metrics[f"overview/evaluator/{suite}_score"] = score
+            metrics |= _statistics(suite, checkpoint)
             summary |= metrics | {f"{checkpoint.name}:{checkpoint.version}/{k}": v for k, v in metrics.items()}
     return summary
+
+
+def _statistics(suite: str, checkpoint: CheckpointReport) -> dict[str, float]:
+    """The suite score's interval and IQM, and each comparison (`<suite>/vs_<previous|best|baseline>/...`:
+    difference, its paired interval, probability of improvement, verdict as +1 / 0 / -1)."""
+    metrics = checkpoint.metrics
+    assert metrics is not None
+    found: dict[str, float] = {}
+    if metrics.suite_ci95 is not None:
+        found |= {f"{suite}/score_ci95_low": metrics.suite_ci95[0], f"{suite}/score_ci95_high": metrics.suite_ci95[1]}
+    if metrics.iqm is not None:
+        found[f"{suite}/iqm"] = metrics.iqm
+    for comparison in checkpoint.comparisons:
+        prefix = f"{suite}/vs_{comparison.against}"
+        found[f"{prefix}/difference"] = comparison.difference
+        found[f"{prefix}/probability_of_improvement"] = comparison.probability_of_improvement
+        found[f"{prefix}/verdict"] = VERDICT_SIGN[comparison.verdict]
+        if comparison.ci95 is not None:
+            found[f"{prefix}/ci95_low"], found[f"{prefix}/ci95_high"] = comparison.ci95
+    return found
+
+
+VERDICT_SIGN = {"better": 1.0, "no difference": 0.0, "worse": -1.0}
 
 
 def table_rows(report: Report) -> list[list[object]]:
@@ -71,7 +95,7 @@ def table_rows(report: Report) -> list[list[object]]:
     for policy in report.policies:
         for c in policy.checkpoints:
             for env, m in c.metrics.environments.items() if c.metrics else ():
-                row = [policy.policy_uri, c.name, c.version, c.digest, env, m.score, m.std, *m.ci95]
+                row = [policy.policy_uri, c.name, c.version, c.digest, env, m.score, m.std, *(m.ci95 or (None, None))]
                 rows.append(row + [m.success_rate, m.episodes, m.mean_steps])
     return rows
 

@@ -14,8 +14,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -23,7 +21,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
-logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per revision and plugin is noise on first use
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _ENGINES: dict[str, Engine] = {}
@@ -115,6 +112,10 @@ def _sqlite_write_locks(engine: Engine) -> None:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`, the latest by default (from empty or any earlier one). Two processes migrating an
     empty PostgreSQL at once: one creates the tables, the other fails on them and, retried, finds them."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before its import: it logs a line per plugin
+    from alembic import command
+    from alembic.config import Config
+
     for attempt in range(3):
         try:
             with engine.begin() as connection:
