@@ -260,4 +260,21 @@ def _finish(entry: _Live) -> EpisodeResult:
         replay=replay,
     )
     simulation.close()
+    forget_stopwatch_logger(simulation)
     return result
+
+
+def forget_stopwatch_logger(simulation: Simulation) -> None:
+    """Drop the logger mettagrid's `Simulation` makes for its Stopwatch (`Stopwatch.<id>`, one per episode):
+    the logging module keeps every logger forever, and each new one (and each `setLevel`) clears a cache
+    on all of them, so a worker's episodes got slower the more it had played (measured: a new logger costs
+    4 ms at 100,000 of them; per-unit time x1.7 at 10,000 checkpoints, BENCHMARKS.md "Scale")."""
+    logger = getattr(getattr(simulation, "_timer", None), "logger", None)
+    if not isinstance(logger, logging.Logger):
+        return
+    manager = logging.Logger.manager
+    if manager.loggerDict.get(logger.name) is logger:
+        del manager.loggerDict[logger.name]
+    parent = manager.loggerDict.get(logger.name.rpartition(".")[0])
+    if isinstance(parent, logging.PlaceHolder):
+        parent.loggerMap.pop(logger, None)

@@ -77,3 +77,15 @@ def test_episode_results_carry_mettagrid_stats():
     result = run_episodes(load_policy("builtin://navigator", b""), jobs(1))[0]
     assert result.stats["agent/heart.gained"] == result.rewards[0]
     assert result.agent_steps == result.steps * len(result.rewards)
+
+
+def test_episodes_leave_no_logger_behind():
+    """mettagrid makes a logger per Simulation; kept, each new one costs a pass over all of them, and a
+    worker slowed down the more episodes it played (BENCHMARKS.md, "Scale")."""
+    import logging
+
+    run_episodes(load_policy("builtin://random", b""), jobs(episodes=2))
+    before = len(logging.Logger.manager.loggerDict)
+    run_episodes(load_policy("builtin://random", b""), jobs(episodes=20))
+    assert len(logging.Logger.manager.loggerDict) == before
+    assert not any(name.startswith("Stopwatch.") for name in logging.Logger.manager.loggerDict)
