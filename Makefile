@@ -42,12 +42,15 @@ test-services:
 
 # Benchmarks (BENCHMARKS.md), figures and same-run ratios: bench.throughput (runner, Ray, tiny run),
 # bench.recurrent (mettagrid's `lstm` class batched vs the example MLP and vs mettagrid's per-agent path),
-# bench.packing (units that pack environments), bench.scheduler (queue logic at 100,000 units). Every one
-# runs; the target exits 1 when any target is missed beyond its noise margin. `python -m bench.breakdown`
-# shows where the time goes.
+# bench.packing (units that pack environments), bench.scheduler (queue logic at 100,000 units), bench.scale
+# (100 / 1,000 / 10,000 checkpoints through the CLI, ~20 min), bench.results_store (the results database
+# against the old per-episode files), bench.adaptive (--target-ci against fixed episodes). Every one runs;
+# the target exits 1 when any target is missed beyond its noise margin. `python -m bench.breakdown` shows
+# where the time goes.
 bench: $(STAMP)
 	@status=0; \
-	for module in bench.throughput bench.recurrent bench.packing bench.scheduler; do \
+	for module in bench.throughput bench.recurrent bench.packing bench.scheduler bench.scale \
+			bench.results_store bench.adaptive; do \
 		$(BIN)/python -m $$module || status=1; \
 	done; \
 	exit $$status

@@ -2,7 +2,7 @@
 under a half-width, against the fixed allocation that reaches the same worst-case half-width.
 
     python -m bench.adaptive                      # the 4 example MLP checkpoints on navigation (~3 min on 2 cores)
-    python -m bench.adaptive --target-ci 0.05 --max-episodes 128
+    python -m bench.adaptive --target-ci 0.1 --max-episodes 128
 
 1. A fixed run plays `--max-episodes` episodes of every environment of every checkpoint (in process; they
    go to a results database in a temp dir).
@@ -43,7 +43,7 @@ def half_width(scores: np.ndarray, seed: int, env: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="navigation")
-    parser.add_argument("--target-ci", type=float, default=0.1)
+    parser.add_argument("--target-ci", type=float, default=0.5, help="half-width (navigation scores span 0-5)")
     parser.add_argument("--min-episodes", type=int, default=8)
     parser.add_argument("--max-episodes", type=int, default=64)
     args = parser.parse_args()

@@ -225,7 +225,21 @@ def _setup_logging(redact: Redactor) -> None:
 
 
 def main() -> None:
-    app()
+    """The `policy-evaluator` command. Once a command has returned, every output is written and renamed into
+    place, Ray is shut down and the database committed: the process then leaves without tearing down the
+    modules it imported (torch, scipy, mettagrid: ~0.5 s of a 3-4 s quick check), after flushing what it
+    printed and logged."""
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    else:
+        code = 0
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`) has what it wanted
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 # -- evaluate ---------------------------------------------------------------------------------------------------

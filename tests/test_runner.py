@@ -88,4 +88,3 @@ def test_episodes_leave_no_logger_behind():
     before = len(logging.Logger.manager.loggerDict)
     run_episodes(load_policy("builtin://random", b""), jobs(episodes=20))
     assert len(logging.Logger.manager.loggerDict) == before
-    assert not any(name.startswith("Stopwatch.") for name in logging.Logger.manager.loggerDict)

@@ -154,3 +154,14 @@ def test_an_unreachable_database_is_an_outage_and_its_password_is_never_printed(
     assert done.returncode == 3, done.stderr
     assert "s3cret-Passw0rd" not in done.stdout + done.stderr
     assert "postgresql+psycopg://evaluator:***@127.0.0.1:9/results" in done.stderr
+
+
+def test_the_schema_version_the_store_expects_is_the_latest_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from evaluator.store.database import MIGRATIONS, SCHEMA_VERSION
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_VERSION
