@@ -43,7 +43,7 @@ def half_width(scores: np.ndarray, seed: int, env: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="navigation")
-    parser.add_argument("--target-ci", type=float, default=0.5, help="half-width (navigation scores span 0-5)")
+    parser.add_argument("--target-ci", type=float, default=0.5, help="half-width (navigation scores span 0-10)")
     parser.add_argument("--min-episodes", type=int, default=8)
     parser.add_argument("--max-episodes", type=int, default=64)
     args = parser.parse_args()
