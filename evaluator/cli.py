@@ -281,16 +281,6 @@ def _evaluate(out: Output, evaluation: dict[str, Any], policy_uri: list[str], ch
         out.failures(outcome.failures)
 
 
-def report_failures(report: Report | None) -> list[str]:
-    """`name (version): error` of each failed checkpoint, and a failed delivery."""
-    if report is None:
-        return []
-    failures = [f"{c.name} ({c.version}): {c.error}" for p in report.policies for c in p.checkpoints if c.error]
-    if report.output and report.output.error:
-        failures.append(report.output.error)
-    return failures
-
-
 # -- look ----------------------------------------------------------------------------------------------------------
 
 

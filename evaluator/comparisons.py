@@ -46,7 +46,7 @@ class RunScores:
         normalised scores when `--normalize` is given, so the suite's environments weigh as in its score."""
         if index not in self.scores:
             return []
-        others = {"previous": previous, "best": self._best, "baseline": self._reference(self.baseline)}
+        others = {"previous": previous, "best": self._best, "baseline": self._baseline}
         kept = self._normalizer[2] if self._normalizer else [True] * len(self.suite.envs)
         names = [env.name for env, keep in zip(self.suite.envs, kept, strict=True) if keep]
 
@@ -86,8 +86,13 @@ class RunScores:
 
     @functools.cached_property
     def _best(self) -> int | None:
-        """The run's best checkpoint by suite score (the first of equals); asked once every score is in."""
+        """The run's best checkpoint by suite score (the first of equals). Asked once every score is in, and
+        once only (like the baseline): a report of 10,000 checkpoints must not search 10,000 times."""
         return max(self.suite_scores, key=lambda i: (self.suite_scores[i], -i), default=None)
+
+    @functools.cached_property
+    def _baseline(self) -> int | None:
+        return self._reference(self.baseline)
 
     def _reference(self, policy_uri: str | None) -> int | None:
         found = [i for i in sorted(self.scores) if self.policy_of(i) == policy_uri] if policy_uri else []

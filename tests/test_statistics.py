@@ -117,9 +117,13 @@ def test_a_run_reports_intervals_and_paired_verdicts_narrower_than_unpaired(tmp_
     assert first.metrics.suite_ci95 and first.metrics.iqm_ci95
     assert all(e.ci95 and e.success_ci95 for e in first.metrics.environments.values())
     assert [c.against for c in first.comparisons] == ["best", "baseline"]  # first of its policy: no previous
-    (versus,) = [c for c in last.comparisons if c.against == "best"] or [None]
-    assert versus is None or versus.name != last.name
-    assert {c.against for c in baseline.comparisons} <= {"best"}
+    versus = {c.against: c for c in last.comparisons}["baseline"]  # each URI is its own policy: no previous
+    assert (versus.name, versus.digest) == (baseline.name, baseline.digest)
+    assert set(versus.environments) == set(last.metrics.environments)
+    scores = [c.metrics.suite_scores["navigation/score"] for c in (last, baseline)]
+    assert versus.difference == pytest.approx(scores[0] - scores[1]) and versus.verdict == "better"
+    assert all(c.name != last.name for c in last.comparisons), "never compared with itself"
+    assert [c.against for c in baseline.comparisons] == ["best"]  # the baseline is not compared with itself
 
     rows = pq.read_table(tmp_path / "paired" / "episodes.parquet").to_pylist()
 
@@ -167,3 +171,24 @@ def test_normalized_scores_map_low_to_0_and_high_to_1(tmp_path):
     assert mine.normalized.score == pytest.approx(np.mean(list(mine.normalized.environments.values())))
     with pytest.raises(ValueError, match="LOW,HIGH"):
         EvalConfig(policy_uris=(checkpoint,), normalize="builtin://random")
+
+
+def test_each_checkpoint_is_compared_with_its_policys_previous_the_best_and_the_baseline():
+    from evaluator.comparisons import RunScores
+    from evaluator.report import CheckpointReport
+    from sim.suites import get_suite
+
+    suite = get_suite("smoke").with_episodes(4)
+    policies = ["run", "run", "run", "base"]
+    scores = RunScores(suite, lambda i: policies[i], baseline="base")
+    for index, level in enumerate([0.0, 2.0, 1.0, 0.5]):
+        per_env = [np.array([level, level + 1, level, level + 1]) for _ in suite.envs]
+        scores.record(index, per_env, level + 0.5)
+
+    def identity(i: int) -> CheckpointReport:
+        return CheckpointReport(name=f"c{i}", uri=f"file:///c{i}", version=f"v{i}", digest=f"sha256:{i}")
+
+    against = {c.against: (c.name, c.verdict) for c in scores.comparisons(2, previous=1, identity=identity)}
+    assert against == {"previous": ("c1", "worse"), "best": ("c1", "worse"), "baseline": ("c3", "better")}
+    assert [c.against for c in scores.comparisons(1, previous=0, identity=identity)] == ["previous", "baseline"]
+    assert [c.against for c in scores.comparisons(3, previous=None, identity=identity)] == ["best"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import Engine, and_, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -143,5 +142,5 @@ def _replay_exists(uri: str | None) -> bool:
     if not uri:
         return False
     if uri.startswith("file://") or "://" not in uri:
-        return Path(path_of(uri)).is_file()
+        return path_of(uri).is_file()
     return True
