@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/policy-evaluator run $(DEMO_POLICIES) --suite navigation --data-dir $(DEMO_DIR) --run-name demo
 	$(BIN)/policy-evaluator summary $(DEMO_DIR)/demo/report.json
+	@echo "The page: $(DEMO_DIR)/demo/report.html (open it in a browser), or: $(BIN)/policy-evaluator view $(DEMO_DIR)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,14 +32,19 @@ lint: $(STAMP)
 
 # Two pytest sessions: the multi-node `ray.cluster_utils.Cluster` tests need their own Ray, everything
 # else shares one Ray instance per session.
-# The tests start a real PostgreSQL 15 (Debian's `postgresql-15`) themselves; installed here if it is missing.
+# The tests start a real PostgreSQL 15 (Debian's `postgresql-15`) and a headless chromium (Debian's `chromium`,
+# driven by Playwright) themselves; both are installed here if missing.
 test: $(STAMP) lint test-services
 	$(BIN)/python -m pytest -m "not cluster" -q
 	$(BIN)/python -m pytest -m cluster -q
 
 test-services:
-	@command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb" || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; }
+	@missing=""; \
+	{ command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb"; } || missing="postgresql-15"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # Benchmarks (BENCHMARKS.md), figures and same-run ratios: bench.throughput (runner, Ray, tiny run),
 # bench.recurrent (mettagrid's `lstm` class batched vs the example MLP and vs mettagrid's per-agent path),

@@ -52,9 +52,11 @@ class EvalWorker:
         policy_cache_size: int = 4,
         lockstep_envs: int = DEFAULT_LOCKSTEP_ENVS,
         node_id: str = "",
+        gpu_share: float = 0.0,
         trust_remote_code: bool = False,
     ) -> None:
         self._trust_remote_code = trust_remote_code
+        self._gpu_share = gpu_share
         self._gpu_ids = [str(i) for i in gpu_ids or []]
         self._device = resolve_device(device, self._gpu_ids, torch.cuda.is_available())
         self._policies: OrderedDict[str, BatchPolicy] = OrderedDict()
@@ -76,7 +78,14 @@ class EvalWorker:
             load_s = time.perf_counter() - started
             episodes = run_episodes(policy, unit.jobs, lockstep_envs=self._lockstep_envs)
         except PolicyError as exc:
-            return UnitResult(unit_id=unit.unit_id, worker=self._name, error=str(exc), held=tuple(self._policies))
+            return UnitResult(
+                unit_id=unit.unit_id,
+                worker=self._name,
+                error=str(exc),
+                held=tuple(self._policies),
+                load_s=time.perf_counter() - started,
+                node_id=self._node_id,
+            )
         return UnitResult(
             unit_id=unit.unit_id,
             worker=self._name,
@@ -85,6 +94,7 @@ class EvalWorker:
             load_s=load_s,
             run_s=time.perf_counter() - started - load_s,
             held=tuple(self._policies),
+            node_id=self._node_id,
         )
 
     def stats(self) -> WorkerStats:
@@ -98,6 +108,7 @@ class EvalWorker:
             loaded_checkpoints=tuple(self._loaded),
             cached_policies=len(self._policies),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
+            gpu_share=self._gpu_share,
         )
 
     def _policy(self, uri: str, digest: str, data: bytes) -> tuple[BatchPolicy, bool]:

@@ -40,6 +40,9 @@ class UnitResult:
     held: tuple[str, ...] = ()
     """Checkpoint digests in the worker's policy cache after this unit, least recently used first: the
     scheduler sends units where their policy is really loaded."""
+    node_id: str = ""
+    """The Ray node the unit ran on (the cost estimate counts the nodes our workers ran on); empty when the
+    driver made the result itself (a timeout, a unit that kept killing its workers)."""
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,5 @@ class WorkerStats:
     loaded_checkpoints: tuple[str, ...] = field(default=())
     cached_policies: int = 0
     peak_rss_mb: float = 0.0
+    gpu_share: float = 0.0
+    """The GPUs the worker's actor asked Ray for (a fraction when workers share a GPU); 0 on CPU."""

@@ -229,6 +229,9 @@ def main() -> None:
     place, Ray is shut down and the database committed: the process then leaves without tearing down the
     modules it imported (torch, scipy, mettagrid: ~0.5 s of a 3-4 s quick check), after flushing what it
     printed and logged."""
+    # Ray prints the autoscaler's events ("Adding 1 node(s) of type gpu") on a driver's stdout, which carries
+    # only the JSON; the driver logs its own wait for nodes on stderr. Read by Ray when it is imported.
+    os.environ.setdefault("RAY_SCHEDULER_EVENTS", "0")
     try:
         app()
     except SystemExit as done:
@@ -322,6 +325,29 @@ def summary(
         console = Console(width=160)
     for table in summary_tables(report):
         console.print(table)
+
+
+@command()
+def view(
+    data_dir: Annotated[
+        Path, typer.Argument(envvar="DATA_DIR", help="The data directory whose runs to serve.", show_default=True)
+    ] = Path("data"),
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+    results_db: ResultsDb = None,
+) -> None:
+    """Serve DATA_DIR read-only in the browser: the runs, each run's page and replays, and a leaderboard of the
+    best checkpoints per suite and environment from the results database."""
+    from pydantic import SecretStr
+
+    from evaluator.config import results_db_url
+    from evaluator.view_server import serve as serve_view
+
+    if not data_dir.is_dir():
+        raise UsageError(f"no data directory {data_dir}; pass the DATA_DIR of `run` (default: data)")
+    secret = SecretStr(results_db) if results_db else None
+    url = results_db_url(EvalConfig.model_construct(data_dir=data_dir, results_db=secret))  # only these two read
+    serve_view(data_dir, url, host, port)
 
 
 @command()

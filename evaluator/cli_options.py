@@ -38,8 +38,14 @@ Episodes = Annotated[
 Seed = Annotated[int | None, typer.Option(help="Override the suite's seed.")]
 EnvGlob = Annotated[str | None, typer.Option(help="Only environments matching this glob, e.g. 'maze*'.")]
 NumWorkers = Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Ray actors [default: fill the cluster].")]
-CpusPerWorker = Annotated[float, typer.Option(help="CPUs per actor (also its torch threads).")]
-GpusPerWorker = Annotated[float, typer.Option(help="GPUs per actor with --device cuda (fractions share).")]
+CpusPerWorker = Annotated[float | None, typer.Option(help="CPUs per actor (also its torch threads) [default: 1].")]
+GpusPerWorker = Annotated[
+    float | None,
+    typer.Option(
+        help="GPUs per actor with --device cuda (fractions share) [default: fill each GPU node with one actor per "
+        "--cpus-per-worker CPUs sharing its GPUs; 1 with --num-workers]."
+    ),
+]
 ShardSize = Annotated[int, typer.Option(help="Episodes per work unit (at most; split evenly).")]
 PolicyCacheSize = Annotated[
     int, typer.Option("--policy-cache-size", "--cache-size", help="Loaded policies each actor keeps (LRU).")
@@ -70,6 +76,23 @@ ReuseResults = Annotated[
 ]
 RayAddress = Annotated[
     str | None, typer.Option(envvar="RAY_ADDRESS", help="Ray cluster to attach to [default: start locally].")
+]
+ScaleUpTimeout = Annotated[
+    float,
+    typer.Option(
+        envvar="SCALE_UP_TIMEOUT",
+        min=1,
+        help="Seconds to wait for the autoscaler to add a GPU node (--device cuda on a cluster with none).",
+    ),
+]
+Prices = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        envvar="PRICES_FILE",
+        help="Price table (YAML, USD per node-hour by node type) of the report's cost estimate "
+        "[default: the packaged AWS on-demand list prices].",
+    ),
 ]
 ExecutionOption = Annotated[
     Execution,
@@ -254,6 +277,8 @@ _EVALUATION_TYPES: dict[str, Any] = {
     "max_episodes": MaxEpisodes,
     "ray_address": RayAddress,
     "execution": ExecutionOption,
+    "prices_file": Prices,
+    "scale_up_timeout": ScaleUpTimeout,
     "wandb_entity": WandbEntity,
     "wandb_project": WandbProject,
     "wandb_api_key": WandbApiKey,

@@ -49,8 +49,8 @@ class Collector:
     """Complete checkpoints, reduced: `CheckpointMetrics` as compressed JSON (`metrics_of` reads one back)."""
     episodes: int = 0
     errors: dict[int, str] = field(default_factory=dict)
-    replay_urls: dict[int, str] = field(default_factory=dict)
-    """Each checkpoint's replay of the suite's first environment (the one the report links)."""
+    replay_urls: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Each checkpoint's episode-0 replay per environment (the report links them; the page plays them)."""
     cached_episodes: int = 0
     played_agent_steps: int = 0
     units: int = 0
@@ -97,9 +97,11 @@ class Collector:
                 continue
             self._keep(index, result)
             found.add((index, result.env, result.episode))
-        first_replay = stored.replay_uris.get((self.suite.envs[0].name, 0))
-        if replays and first_replay:  # the stored replay is linked where it is, not copied
-            self.replay_urls[index] = first_replay
+        if replays:  # stored replays are linked where they are, not copied
+            for env in (suite or self.suite).envs:
+                stored_replay = stored.replay_uris.get((env.name, 0))
+                if stored_replay:
+                    self.replay_urls.setdefault(index, {})[env.name] = stored_replay
         self.cached_episodes += len(found)
         return found
 
@@ -124,8 +126,8 @@ class Collector:
             path = replay_path(self.run_dir, index, checkpoint.name, episode.env, episode.episode)
             atomic_write(path, episode.replay)
             replay_uri = path.resolve().as_uri()
-            if episode.env == self.suite.envs[0].name:
-                self.replay_urls[index] = replay_uri
+            if episode.episode == 0:
+                self.replay_urls.setdefault(index, {})[episode.env] = replay_uri
         if self.table is not None:
             row = EpisodeRow(
                 self.entries[index].policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode
@@ -162,6 +164,11 @@ class Collector:
             if entry.policy_uri != policy_uri:
                 continue
             checkpoint, error = entry.checkpoint, self.errors.get(index)
+            replays = {
+                env.name: self.replay_urls[index][env.name]
+                for env in self.suite.envs
+                if env.name in self.replay_urls.get(index, {})
+            }
             metrics = None if error else self.metrics_of(index)
             if metrics is None and not error:  # not every episode came in (cannot happen without an error)
                 metrics = checkpoint_metrics(self.suite, self.results.get(index, []))
@@ -173,7 +180,8 @@ class Collector:
                 version=checkpoint.version,
                 digest=checkpoint.digest,
                 metrics=metrics,
-                replay_url=None if error else self.replay_urls.get(index),
+                replay_url=None if error else replays.get(self.suite.envs[0].name),
+                replays={} if error else replays,
                 error=error,
                 comparisons=self.scores.comparisons(index, previous, self._identity),
             )

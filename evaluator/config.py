@@ -64,8 +64,11 @@ class EvalConfig(BaseModel):
     env: str | None = None
     """Glob over environment names, e.g. 'maze*'."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=1.0, gt=0, le=8)
+    cpus_per_worker: float | None = Field(default=None, gt=0)
+    """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.worker_layout`)."""
+    gpus_per_worker: float | None = Field(default=None, gt=0, le=8)
+    """GPUs per worker with `--device cuda`; None: fill the GPU nodes (one worker per `cpus_per_worker` CPUs,
+    sharing the node's GPUs), or 1 each with `num_workers` (`evaluator.worker_layout`)."""
     shard_size: int = Field(default=32, ge=1)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
     max_resident_checkpoints: int | None = Field(default=None, ge=1)
@@ -89,6 +92,13 @@ class EvalConfig(BaseModel):
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None
     """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
+    scale_up_timeout: float = Field(default=900.0, gt=0)
+    """Seconds to wait for Ray's autoscaler to add a GPU node when `--device cuda` finds none (scale from zero,
+    `evaluator.autoscaling`); then the run fails as an outage (exit 3). An EKS GPU node (EC2 launch, image pull)
+    takes minutes, not seconds."""
+    prices_file: Path | None = None
+    """The price table of the report's cost estimate (`evaluator.prices`); None: the packaged
+    evaluator/prices.yaml (AWS on-demand list prices)."""
     execution: Execution = Execution.AUTO
     """Where episodes run: `auto` (small plans in this process, see evaluator.in_process), `ray`, `in-process`."""
     checkpoints: str = "latest"

@@ -28,17 +28,21 @@ from evaluator.adaptive import AdaptiveRule
 from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig, results_db_url
+from evaluator.cost import CheckpointIdentity, Usage, cost_report
 from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
+from evaluator.node_clock import LOCAL, NodeClock, NodeLifetime
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
 from evaluator.outputs.local import EpisodeTable, write_report, write_report_streamed
 from evaluator.plan import plan_checkpoint
+from evaluator.prices import PriceTable, load_prices
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
+from evaluator.scorecard.rows import Row, RowCollector
 from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.runs import RecordedCheckpoint, RunLog
 from evaluator.unit_stream import ProgressCallback, UnitStream
-from sim.errors import EvaluatorError, UsageError
+from sim.errors import EvaluatorError, UsageError, first_line
 from sim.suites import Suite, get_suite
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ def evaluate(
     total)` is called with episodes played so far (the CLI draws its bar from it)."""
     started = time.perf_counter()
     suite = load_suite(config)
+    prices = load_prices(config.prices_file)
     settings = source_settings(config)
     preflight_run(config, settings)
     listed = [(uri, candidate) for uri in config.policy_uris for candidate in _listed(uri, config, settings, resolved)]
@@ -115,8 +120,9 @@ def evaluate(
             on_progress=on_progress,
         )
         ray_init_s, evaluation_s, stats = 0.0, 0.0, []
+        usage = Usage()
         if stream.has_work():  # everything stored or failed: no Ray at all
-            ray_init_s, evaluation_s, stats = _run_units(config, stream, collector)
+            ray_init_s, evaluation_s, stats = _run_units(config, stream, collector, usage, prices)
     except BaseException:
         table.abort()  # nothing half-written: no episodes.parquet, no report; stored episodes are whole units
         with contextlib.suppress(EvaluatorError):  # the database itself may be what went away
@@ -127,26 +133,45 @@ def evaluate(
     table.close()
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
-    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats, adaptive)
-    checkpoints = [collector.checkpoint_reports(policy.policy_uri) for policy in skeleton.policies]
+    cost = cost_report(usage, prices, timing.agent_steps, _identities(collector))
+    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats, adaptive, cost=cost)
     failures = collector.failures()
     if not config.output_uri:
-        write_report_streamed(run_dir, skeleton, checkpoints)
+        page_rows = RowCollector(suite.name)
+        write_report_streamed(
+            run_dir,
+            skeleton,
+            [page_rows.collecting(p.policy_uri, collector.checkpoint_reports(p.policy_uri)) for p in skeleton.policies],
+        )
+        write_scorecard(run_dir, skeleton, (page_rows.finished(), page_rows.environments))
         run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
         return RunOutcome(run_dir=run_dir, failures=failures)
     # Delivery reads the whole report (W&B logs every checkpoint's metrics): built in memory only here.
     policies = [
-        p.model_copy(update={"checkpoints": list(c)}) for p, c in zip(skeleton.policies, checkpoints, strict=True)
+        p.model_copy(update={"checkpoints": list(collector.checkpoint_reports(p.policy_uri))})
+        for p in skeleton.policies
     ]
     report = skeleton.model_copy(update={"policies": policies})
     report = with_delivered_replay_urls(report, run_dir, config.output_uri)
     report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})
     write_report(run_dir, report)
+    write_scorecard(run_dir, report)
     report = _deliver(run_dir, report, config, settings)
     if report.output is not None and report.output.error is not None:
         failures.append(report.output.error)
     run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
     return RunOutcome(run_dir=run_dir, failures=failures, loaded=report)
+
+
+def write_scorecard(run_dir: Path, report: Report, rows: tuple[list[Row], list[str]] | None = None) -> None:
+    """report.html beside report.json. The report is already complete: a page that cannot be drawn is an
+    error in the log (the run's results stand), never a lost evaluation."""
+    from evaluator.scorecard.page import write_page  # plotly: imported only when a page is drawn
+
+    try:
+        write_page(run_dir, report, rows)
+    except Exception as exc:  # a bug in drawing must not throw away the evaluation it draws
+        logger.error("report.html not written: %s: %s", type(exc).__name__, first_line(exc))
 
 
 def _recorded(collector: Collector, skeleton: Report) -> Iterator[RecordedCheckpoint]:
@@ -164,45 +189,71 @@ def warn_about_old_cache(data_dir: Path) -> None:
         logger.info("ignoring the old per-episode cache %s: results now live in the results database; delete it", old)
 
 
-def _run_units(config: EvalConfig, stream: UnitStream, collector: Collector) -> tuple[float, float, list[WorkerStats]]:
+def _identities(collector: Collector) -> list[CheckpointIdentity]:
+    return [
+        CheckpointIdentity(e.policy_uri, e.checkpoint.name, e.checkpoint.version, e.checkpoint.digest)
+        for e in collector.entries
+    ]
+
+
+def _run_units(
+    config: EvalConfig, stream: UnitStream, collector: Collector, usage: Usage, prices: PriceTable
+) -> tuple[float, float, list[WorkerStats]]:
     """Run the units in this process when the plan is small (evaluator.in_process), else start or attach to
-    Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats)."""
+    Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats). `usage` gathers what the
+    cost estimate prices: each unit's worker seconds, the nodes our workers ran on and every node's time up."""
     per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), collector.suite, shard_size=config.shard_size)
     max_units = len(per_checkpoint) * len(stream.feed)
     if runs_in_process(config, sum(u.agent_steps_upper_bound for u in per_checkpoint) * len(stream.feed)):
+        prices.require([LOCAL])  # this machine is the one node
+        held_from = time.time()
         workers_started = time.perf_counter()
         worker = in_process_worker(config)
         collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
-        stats = run_in_process(worker, stream, stream.reported)
+        stats = run_in_process(worker, stream, usage.recording(stream.reported))
+        usage.ran_on([stats.node_id])
+        usage.lifetimes.append(NodeLifetime(stats.node_id, LOCAL, held_from, time.time()))
         return 0.0, time.perf_counter() - eval_started, [stats]
     import ray  # not before: a small evaluation in process never loads it
 
-    from evaluator.ray_cluster import connect, worker_count, worker_factory, worker_stats
+    from evaluator.autoscaling import GpuNodes
+    from evaluator.ray_cluster import connect, host_types, worker_factory, worker_nodes, worker_slots, worker_stats
     from evaluator.scheduler import Scheduler
 
     ray_init_s, started_ray = connect(config)
+    gpu_nodes = GpuNodes(config)  # scale from zero: a GPU node asked of the autoscaler, released below
+    clock = NodeClock().start()  # every node's time up, from here to the end of the evaluation (the cost estimate)
     try:
-        count = worker_count(config, ray.cluster_resources(), max_units)
+        gpu_nodes.ensure()
+        nodes = ray.nodes()
+        slots = worker_slots(config, nodes, max_units)
+        prices.require(host_types(nodes, slots))  # fail fast: every node that could run our workers has a price
+        count = len(slots)
         if config.max_resident_checkpoints is None:
             stream.feed.widen(2 * count)
-        scheduler = Scheduler(worker_factory(config), count, config.max_attempts, config.unit_timeout)
+        scheduler = Scheduler(worker_factory(config, slots), count, config.max_attempts, config.unit_timeout)
+        usage.ran_on(slot.node_id for slot in slots)
         workers_started = time.perf_counter()
         # Actor processes boot (imports, torch) before the evaluation clock starts; a worker that fails to
         # start surfaces in the scheduler's own loop (this wait never raises).
         probes = [worker.stats.remote() for worker in scheduler.workers]
-        ray.wait(probes, num_returns=len(probes), timeout=300)
+        started, _ = ray.wait(probes, num_returns=len(probes), timeout=300)
+        usage.ran_on(worker_nodes(started))
         collector.workers_start_s = time.perf_counter() - workers_started
         eval_started = time.perf_counter()
         try:
-            scheduler.run(stream, stream.reported)
+            scheduler.run(stream, usage.recording(stream.reported))
             evaluation_s = time.perf_counter() - eval_started
             stats = worker_stats(scheduler.workers)
+            usage.ran_on(s.node_id for s in stats)
             collector.workers_replaced = scheduler.replaced
         finally:  # on an attached cluster too: an error here must not leave actors holding its resources
             for worker in scheduler.workers:
                 ray.kill(worker)
     finally:
+        gpu_nodes.release()  # after the workers are gone: the idle node may then be removed
+        usage.lifetimes = clock.stop()
         if started_ray:
             ray.shutdown()
     return ray_init_s, evaluation_s, stats

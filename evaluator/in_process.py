@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.config import Device, EvalConfig, Execution
 from evaluator.unit_stream import UnitSource
+from evaluator.worker_layout import DEFAULT_CPUS_PER_WORKER
 
 if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
     from actors.eval_worker import EvalWorker
@@ -47,7 +48,7 @@ def in_process_worker(config: EvalConfig) -> EvalWorker:
 
     return EvalWorker(
         device=config.device.value,
-        num_threads=max(1, int(config.cpus_per_worker)),
+        num_threads=max(1, int(config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)),
         policy_cache_size=config.policy_cache_size,
         node_id="in-process",
         trust_remote_code=config.trust_remote_code,

@@ -1,4 +1,5 @@
-"""Connecting to Ray and sizing the worker pool: attach or start, how many actors, with which resources.
+"""Connecting to Ray and launching the worker pool: attach or start, then one actor per worker slot
+(`evaluator.worker_layout` decides the slots: how many actors, with which resources, on which nodes).
 
 Resources are chosen here, where the workers are launched (not baked into the actor class).
 """
@@ -8,14 +9,18 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.eval_worker import EvalWorker
 from actors.protocol import WorkerStats
-from evaluator.config import Device, EvalConfig
+from evaluator.config import EvalConfig
+from evaluator.node_clock import node_type
+from evaluator.worker_layout import WorkerSlot, alive_nodes, could_host, plan_workers, uniform_slots
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
@@ -67,37 +72,70 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def worker_count(config: EvalConfig, resources: dict[str, float], num_units: int) -> int:
-    """Explicit --num-workers, else as many as the cluster's CPUs (or GPUs for cuda) hold; never more
-    workers than units."""
-    if config.device is Device.CUDA and resources.get("GPU", 0) <= 0:
-        raise UsageError("--device cuda but the Ray cluster has no GPU; use --device cpu or a GPU cluster")
-    if config.num_workers:
-        count = config.num_workers
-    else:
-        count = int(resources.get("CPU", 1) // config.cpus_per_worker)
-        if config.device is Device.CUDA:
-            count = min(count, int(resources.get("GPU", 0) // config.gpus_per_worker))
-    return max(1, min(count, num_units))
+def worker_slots(config: EvalConfig, ray_nodes: Sequence[Mapping[str, Any]], num_units: int) -> list[WorkerSlot]:
+    """The pool for `ray.nodes()`' live nodes (`evaluator.worker_layout.plan_workers`)."""
+    return plan_workers(config, alive_nodes(ray_nodes), num_units)
 
 
-def worker_factory(config: EvalConfig) -> Callable[[], ray.actor.ActorHandle]:
-    """Resources are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU.
-    No Ray restarts: the scheduler replaces a dead worker itself, so its accounting of in-flight units
-    never races an actor coming back."""
-    gpus = config.gpus_per_worker if config.device is Device.CUDA else 0
-    actor = ray.remote(RayEvalWorker).options(num_cpus=config.cpus_per_worker, num_gpus=gpus, max_restarts=0)
-    threads = max(1, int(config.cpus_per_worker))
+def host_types(ray_nodes: Sequence[Mapping[str, Any]], slots: Sequence[WorkerSlot]) -> set[str]:
+    """The node types (`evaluator.node_clock.node_type`) of the live nodes that could host one of `slots`: the
+    ones the price table must price before the evaluation starts."""
+    resources = {node.node_id: node for node in alive_nodes(ray_nodes)}
+    return {
+        node_type(raw.get("Labels") or {})
+        for raw in ray_nodes
+        if raw["NodeID"] in resources and any(could_host(resources[raw["NodeID"]], slot) for slot in slots)
+    }
 
-    def start() -> ray.actor.ActorHandle:
-        return actor.remote(
+
+def worker_factory(
+    config: EvalConfig, slots: Sequence[WorkerSlot] | None = None
+) -> Callable[[int], ray.actor.ActorHandle]:
+    """`start(i)` starts the actor of slot `i` (default: the uniform pool's resources for every `i`). Resources
+    are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU. No Ray restarts: the
+    scheduler replaces a dead worker itself, so its accounting of in-flight units never races an actor coming
+    back; the replacement takes the dead worker's slot (same node, same share). A pinned slot whose node has
+    gone starts its replacement unpinned with the same share (hard affinity to a dead node could never start);
+    it goes wherever Ray, or the autoscaler, finds room."""
+    actor = ray.remote(RayEvalWorker)
+    default = uniform_slots(config, [], 1)[0]
+    started: set[int] = set()
+
+    def start(index: int) -> ray.actor.ActorHandle:
+        slot = slots[index] if slots is not None else default
+        options: dict[str, Any] = {"num_cpus": slot.num_cpus, "num_gpus": slot.num_gpus, "max_restarts": 0}
+        if slot.node_id is not None:
+            if index not in started or _alive(slot.node_id):
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
+            else:
+                logger.warning(
+                    "worker %d's node %s is gone; its replacement goes where there is room", index, slot.node_id
+                )
+        started.add(index)
+        return actor.options(**options).remote(
             device=config.device.value,
-            num_threads=threads,
+            num_threads=max(1, int(slot.num_cpus)),
             policy_cache_size=config.policy_cache_size,
+            gpu_share=slot.num_gpus,
             trust_remote_code=config.trust_remote_code,
         )
 
     return start
+
+
+def _alive(node_id: str) -> bool:
+    return any(node["NodeID"] == node_id and node.get("Alive") for node in ray.nodes())
+
+
+def worker_nodes(probes: Sequence[ray.ObjectRef]) -> set[str]:
+    """The nodes of the workers whose `stats` probes have answered (the others' nodes show up in their results)."""
+    nodes = set()
+    for probe in probes:
+        try:
+            nodes.add(ray.get(probe, timeout=0).node_id)
+        except RayError:
+            continue
+    return nodes
 
 
 def worker_stats(workers: Sequence[ray.actor.ActorHandle]) -> list[WorkerStats]:

@@ -87,6 +87,9 @@ class CheckpointReport(_Model):
     digest: str
     metrics: CheckpointMetrics | None = None
     replay_url: str | None = Field(default=None, description="the checkpoint's first replay (mettagrid format)")
+    replays: dict[str, str] = Field(
+        default_factory=dict, description="{environment: URL of its episode-0 replay}, for the environments recorded"
+    )
     error: str | None = None
     comparisons: list[Comparison] = Field(
         default_factory=list, description="against the previous checkpoint, the run's best and --baseline"
@@ -110,13 +113,53 @@ class PolicyReport(_Model):
 class WorkerReport(_Model):
     worker: str
     device: str
-    node_id: str
-    gpu_ids: list[str]
+    node_id: str = Field(description="the Ray node the worker ran on")
+    gpu_ids: list[str] = Field(description="the GPUs Ray assigned it (a fractional share names the one it shares)")
+    gpu_share: float = Field(
+        default=0.0, description="the GPUs its actor asked for (num_gpus), a fraction when workers share one; 0 on CPU"
+    )
     policy_loads: int
     cache_hits: int
     loaded_checkpoints: list[str] = Field(description="digests this worker loaded, in load order")
     cached_policies: int = Field(default=0, description="policies in the worker's LRU cache at the end")
     peak_rss_mb: float = Field(default=0.0, description="the worker process's peak resident memory")
+
+
+class NodeTypeCost(_Model):
+    """The nodes of one type that the evaluation's workers ran on."""
+
+    nodes: int = Field(description="how many nodes of this type ran workers")
+    node_seconds: float = Field(description="their time up during the evaluation, summed")
+    usd_per_hour: float | None = Field(description="the price table's price of a node-hour; null: not in the table")
+    usd: float | None = Field(description="node_seconds / 3600 x usd_per_hour; null when unpriced")
+
+
+class CheckpointCost(_Model):
+    policy_uri: str
+    name: str
+    version: str
+    digest: str
+    busy_s: float = Field(description="worker seconds its units took in this run (loading and playing)")
+    usd: float = Field(description="total_usd times this checkpoint's share of every checkpoint's busy_s")
+
+
+class CostReport(_Model):
+    """An ESTIMATE of what the evaluation cost in compute (`evaluator.cost`): the time each node where its workers
+    ran was up during the evaluation, times a list price per node-hour. Not a bill."""
+
+    estimate: str = Field(description="what is counted and what is not")
+    prices: str = Field(description="the price table: source, as of, file")
+    total_usd: float = Field(description="the priced node types' usd, summed (a lower bound when some are unpriced)")
+    usd_per_million_agent_steps: float | None = Field(
+        description="total_usd per million agent-steps played in this run; null when none were played"
+    )
+    node_types: dict[str, NodeTypeCost] = Field(
+        description="by node type: the node's Ray label instance-type, else ray.io/node-group, else local"
+    )
+    checkpoints: list[CheckpointCost] = Field(description="total_usd apportioned by each checkpoint's busy_s")
+    unpriced: list[str] = Field(
+        default_factory=list, description="node types that ran workers but have no price: left out of total_usd"
+    )
 
 
 class Timing(_Model):
@@ -153,6 +196,7 @@ class Report(_Model):
     workers: list[WorkerReport] = Field(default_factory=list)
     output: OutputStatus | None = None
     adaptive: AdaptiveEpisodes | None = Field(default=None, description="the stopping rule, with --target-ci")
+    cost: CostReport | None = Field(default=None, description="an estimate of the evaluation's compute cost")
 
 
 class ErrorReport(_Model):

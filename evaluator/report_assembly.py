@@ -14,6 +14,7 @@ from evaluator.report import (
     CheckpointMetrics,
     CheckpointReport,
     Comparison,
+    CostReport,
     EnvironmentDifference,
     EnvironmentMetrics,
     PolicyReport,
@@ -107,6 +108,8 @@ def build_report(
     timing: Timing,
     stats: Sequence[WorkerStats],
     adaptive: AdaptiveEpisodes | None = None,
+    *,
+    cost: CostReport | None = None,
 ) -> Report:
     """Every checkpoint (`(policy URI, its report)`, in the run's order) under its policy URI."""
     policies: dict[str, list[CheckpointReport]] = {uri: [] for uri in policy_uris}
@@ -121,6 +124,7 @@ def build_report(
         timing=timing,
         workers=[worker_report(s) for s in stats],
         adaptive=adaptive,
+        cost=cost,
     )
 
 
@@ -130,6 +134,7 @@ def worker_report(stats: WorkerStats) -> WorkerReport:
         device=stats.device,
         node_id=stats.node_id,
         gpu_ids=list(stats.gpu_ids),
+        gpu_share=stats.gpu_share,
         policy_loads=stats.loads,
         cache_hits=stats.hits,
         loaded_checkpoints=list(stats.loaded_checkpoints),

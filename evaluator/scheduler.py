@@ -33,18 +33,19 @@ OnResult = Callable[[WorkUnit, UnitResult], None]
 
 
 class Scheduler:
-    """Runs `units` on `count` workers made by `new_worker`; replaces dead and hung workers itself (actors
-    have no Ray restarts, so the in-flight accounting never races an actor coming back)."""
+    """Runs `units` on `count` workers, worker `i` made by `new_worker(i)`; replaces dead and hung workers itself
+    (actors have no Ray restarts, so the in-flight accounting never races an actor coming back), a replacement
+    made by `new_worker` with the dead worker's index, so it takes the same slot (node and resources)."""
 
     def __init__(
         self,
-        new_worker: Callable[[], ray.actor.ActorHandle],
+        new_worker: Callable[[int], ray.actor.ActorHandle],
         count: int,
         max_attempts: int,
         unit_timeout: float | None = None,
     ) -> None:
         self._new_worker = new_worker
-        self._workers = [new_worker() for _ in range(count)]
+        self._workers = [new_worker(index) for index in range(count)]
         self._bytes: dict[str, bytes] = {}
         self._refs: dict[str, ray.ObjectRef] = {}
         """Checkpoint bytes in the object store: put at a checkpoint's first dispatch, dropped (with the bytes
@@ -121,9 +122,9 @@ class Scheduler:
             return UnitResult(unit_id=unit.unit_id, worker=str(worker), error=f"failed {attempts} times: {reason}")
 
     def _restart(self, worker: int) -> None:
-        """Kill the actor (if still alive) and start a fresh one in its place."""
+        """Kill the actor (if still alive) and start a fresh one in its slot."""
         ray.kill(self._workers[worker], no_restart=True)
-        self._workers[worker] = self._new_worker()
+        self._workers[worker] = self._new_worker(worker)
         self.replaced += 1
 
     def _report(self, unit: WorkUnit, result: UnitResult, on_result: OnResult) -> None:

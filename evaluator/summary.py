@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from evaluator.report import CheckpointReport, Comparison, Report
+from evaluator.report import CheckpointReport, Comparison, CostReport, Report
 
 
 def _label(checkpoint: CheckpointReport) -> str:
@@ -22,6 +22,18 @@ def _versus(checkpoint: CheckpointReport, against: str) -> str:
         return ""
     comparison = found[0]
     return f"{comparison.difference:+.3f} {_interval(comparison.ci95)} {comparison.verdict}"
+
+
+def cost_line(cost: CostReport) -> str:
+    """`$0.0123 (0.05 node-hours; $0.41 per million agent-steps)`, naming unpriced node types."""
+    hours = sum(node.node_seconds for node in cost.node_types.values()) / 3600
+    line = f"${cost.total_usd:.4g} ({hours:.2f} node-hours"
+    if cost.usd_per_million_agent_steps is not None:
+        line += f"; ${cost.usd_per_million_agent_steps:.4g} per million agent-steps"
+    line += ")"
+    if cost.unpriced:
+        line += f", not counting unpriced {', '.join(cost.unpriced)}"
+    return line
 
 
 def summary_tables(report: Report) -> list[Table]:
@@ -59,4 +71,6 @@ def summary_tables(report: Report) -> list[Table]:
     footer.add_row("wall", f"{timing.wall_s:.1f} s (ray start {timing.ray_init_s:.1f} s)")
     footer.add_row("agent-steps", f"{timing.agent_steps:,} at {timing.agent_steps_per_s:,.0f}/s")
     footer.add_row("workers / policy loads", f"{timing.workers} / {timing.policy_loads}")
+    if report.cost is not None:
+        footer.add_row("cost (estimate)", cost_line(report.cost))
     return [overview, per_env, footer]

@@ -118,3 +118,32 @@ def results_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         url = request.getfixturevalue("postgres_server").create_database(f"t_{uuid.uuid4().hex[:12]}")
     yield url
     close_database(url)  # each test's pool closed, so the server's connection limit is never reached
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """The system Chromium, launched through Playwright (tests/support/browser.py); skipped only when no
+    Chromium is installed (the Makefile installs Debian's `chromium`). Once per module, not per session:
+    while Playwright's sync API is started it keeps an asyncio loop marked running on the main thread, so
+    `asyncio.run()` in any later module (test_service.py) would raise."""
+    from tests.support.browser import chromium_path, launch_chromium
+
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium); Playwright cannot download one here")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, executable)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh watched page (console errors, page errors and outbound requests recorded; outbound requests
+    aborted unless `page.allow_origin(url)`), saving screenshots under TEST_ARTIFACTS_DIR."""
+    from tests.support.browser import browser_page as watched_page
+
+    with watched_page(chromium) as page:
+        yield page

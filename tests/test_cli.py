@@ -138,7 +138,11 @@ def test_suites_and_schema_commands():
     listing = runner.invoke(app, ["suites", "smoke"])
     assert listing.exit_code == 0 and "tiny_room" in listing.stdout
     schema = json.loads(runner.invoke(app, ["schema"]).stdout)
-    assert "policies" in schema["properties"] and "timing" in schema["properties"]
+    assert {"policies", "timing", "workers", "cost"} <= set(schema["properties"])
+    assert "gpu_share" in schema["$defs"]["WorkerReport"]["properties"]
+    assert {"total_usd", "usd_per_million_agent_steps", "node_types", "checkpoints", "unpriced"} <= set(
+        schema["$defs"]["CostReport"]["properties"]
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "entrypoint", "suites", "summary", "schema", "sweep", "serve"])

@@ -161,6 +161,7 @@ def _not_written(name: str) -> Callable[[Ctx], None]:
 
 
 MAP = "#####\n#@.n#\n#####\n"
+PRICES = "as_of: 2025-05-01\nsource: my own figures\nprices: {}\n"
 SMOKE = ["--suite", "smoke"]
 CASES = [
     Case("unknown URI scheme", 2, "unknown policy URI scheme 'ftp'", lambda c: ["-p", "ftp://host/x.pt", *SMOKE]),
@@ -247,6 +248,18 @@ CASES = [
         2,
         "--checkpoints 'newest' is not one of",
         lambda c: ["-p", "builtin://random", *SMOKE, "--checkpoints", "newest"],
+    ),
+    Case(
+        "negative price in the price table",
+        2,
+        "prices.local: Input should be greater than or equal to 0",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--prices", _write(c, "p.yaml", PRICES.format("{local: -1}"))],
+    ),
+    Case(
+        "node type missing from the price table",
+        2,
+        "no price for node type 'local' in the price table",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--prices", _write(c, "p.yaml", PRICES.format("{g5.xlarge: 1}"))],
     ),
     Case(
         "unknown builtin policy",

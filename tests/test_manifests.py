@@ -260,9 +260,16 @@ def test_pods_request_resources_and_land_on_their_node_groups(overlay, rendered)
             assert set(gpu_taints) <= tolerated if uses_gpu else not tolerated, template.name
             if template.role == "worker":
                 _check_shared_memory(template)
-        if doc["kind"] == "RayCluster" and cluster.get("enableInTreeAutoscaling"):
+        prices = k8s.load_yaml(ROOT / "evaluator" / "prices.yaml")["prices"]
+        for group in cluster["workerGroupSpecs"]:  # the cost estimate prices nodes by this label
+            instance_type = group["labels"]["instance-type"]
+            node_group = group["template"]["spec"]["nodeSelector"][NODEGROUP_LABEL]
+            assert instance_type == node_groups[node_group]["instanceType"], group["groupName"]
+            assert instance_type in prices, f"{instance_type}: not in evaluator/prices.yaml"
+        if cluster.get("enableInTreeAutoscaling"):
             autoscaler = cluster["autoscalerOptions"]["resources"]
             assert {"cpu", "memory"} <= set(autoscaler["requests"]), "the autoscaler sidecar requests too"
+            assert autoscaler["requests"] == autoscaler["limits"], doc["kind"]
     if overlay == "eks-gpu":
         assert node_groups["gpu"]["amiFamily"] == "Bottlerocket", "the NVIDIA variant ships the device plugin"
 
@@ -277,7 +284,8 @@ def _check_shared_memory(template: k8s.PodTemplate) -> None:
     shm = k8s.quantity(volume["emptyDir"]["sizeLimit"])
     store = float(template.group["rayStartParams"]["object-store-memory"])
     assert store <= shm < k8s.quantity(container["resources"]["limits"]["memory"]), template.name
-    assert 1 <= template.group["minReplicas"] <= template.group["replicas"] <= template.group["maxReplicas"]
+    assert 0 <= template.group["minReplicas"] <= template.group["replicas"] <= template.group["maxReplicas"]
+    assert template.group["maxReplicas"] >= 1, template.name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -298,6 +306,47 @@ def test_the_three_resources_run_the_same_cluster(overlay, rendered):
     assert {k: v for k, v in job["spec"].items() if k not in ignored_job_fields} == {
         k: v for k, v in cron["spec"]["jobTemplate"].items() if k not in ignored_job_fields
     }
+
+
+MAX_IDLE_TIMEOUT_S = 600
+"""An idle GPU worker costs a GPU node: the autoscaler removes it well within 10 minutes."""
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gpu_workers_scale_from_zero_with_autoscaler_v2(overlay, rendered):
+    """Every cluster (RayJob, RayCronJob, RayCluster) runs Ray's autoscaler v2 with the same options and an idle
+    timeout; the head does no work (num-cpus 0, no GPU); the `gpu` group rests at zero Pods (minReplicas and
+    replicas 0) and may grow. KubeRay's own rules for v2 hold: no RAY_enable_autoscaler_v2 next to `version`,
+    restartPolicy Never or unset. (evaluator/autoscaling.py asks for the GPU node; tests/test_autoscale.py runs
+    the real autoscaler.)"""
+    options = set()
+    for doc in ray_resources(rendered[overlay]):
+        cluster = k8s.ray_cluster_spec(doc)
+        autoscaler = cluster["autoscalerOptions"]
+        assert cluster["enableInTreeAutoscaling"] is True, doc["kind"]
+        assert autoscaler["version"] == "v2", doc["kind"]
+        assert 0 < autoscaler["idleTimeoutSeconds"] <= MAX_IDLE_TIMEOUT_S, doc["kind"]
+        options.add(repr(autoscaler))
+        head = cluster["headGroupSpec"]
+        assert head["rayStartParams"]["num-cpus"] == "0" and "num-gpus" not in head["rayStartParams"]
+        for template in k8s.pod_templates(doc):
+            assert template.spec.get("restartPolicy", "Never") == "Never", template.name
+            for container in containers(template):
+                assert "RAY_enable_autoscaler_v2" not in env_of(container), f"{template.name}: `version` sets it"
+                if template.role == "head":
+                    assert GPU not in container["resources"]["limits"], "a CPU-only head"
+        for group in cluster["workerGroupSpecs"]:
+            if group["groupName"] == "gpu":
+                assert group["minReplicas"] == group["replicas"] == 0 < group["maxReplicas"], doc["kind"]
+            else:
+                assert group["minReplicas"] >= 1, doc["kind"]
+    assert len(options) == 1, "the three resources set the same autoscaler options"
+    if overlay == "eks-gpu":
+        (gpu,) = [
+            g for g in k8s.load_yaml(CLUSTER / "eksctl" / "cluster.yaml")["managedNodeGroups"] if g["name"] == "gpu"
+        ]
+        assert gpu["minSize"] == gpu["desiredCapacity"] == 0, "no GPU instance while no GPU Pod wants one"
+        assert gpu["propagateASGTags"] is True and gpu["iam"]["withAddonPolicies"]["autoScaler"] is True
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -478,7 +527,7 @@ def test_docs_eks_commands_match_the_manifests(rendered):
     eksctl_name = k8s.load_yaml(CLUSTER / "eksctl" / "cluster.yaml")["metadata"]["name"]
     assert set(re.findall(r"--cluster ([a-z0-9-]+)", commands)) == {eksctl_name}
     namespace = one(rendered["cpu"], "Namespace")["metadata"]["name"]
-    assert set(re.findall(r"(?:-n|--namespace)[ =]([a-z0-9-]+)", text)) <= {namespace, "kuberay-system"}
+    assert set(re.findall(r"(?:-n|--namespace)[ =]([a-z0-9-]+)", text)) <= {namespace, "kuberay-system", "kube-system"}
     for variant in VARIANT.values():
         assert expected_tag(variant) in text, f"docs/eks.md should build and push {expected_tag(variant)}"
 

@@ -101,12 +101,15 @@ def test_s3_policy_and_s3_output_end_to_end(s3, tmp_path: Path, capsys: pytest.C
     outcome = evaluate(config)
     assert not outcome.failed and outcome.report.output.error is None
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="results", Prefix="evals/s3run/")["Contents"]}
-    assert {"evals/s3run/report.json", "evals/s3run/episodes.parquet"} <= keys
+    assert {"evals/s3run/report.json", "evals/s3run/report.html", "evals/s3run/episodes.parquet"} <= keys
     uploaded = Report.model_validate_json(s3.get_object(Bucket="results", Key="evals/s3run/report.json")["Body"].read())
     assert [c.name for c in uploaded.policies[0].checkpoints] == ["ckpt_2", "ckpt_10"]
     for checkpoint in uploaded.policies[0].checkpoints:
         assert checkpoint.replay_url.startswith("s3://results/evals/s3run/replays/")
         assert checkpoint.replay_url.removeprefix("s3://results/") in keys
+        assert all(url.removeprefix("s3://results/") in keys for url in checkpoint.replays.values())
+    page = s3.get_object(Bucket="results", Key="evals/s3run/report.html")["Body"].read().decode()
+    assert page.count('"src":"base64:') == 2 * 2, "the delivered page embeds its replays (it is read anywhere)"
     local = (tmp_path / "s3run" / "report.json").read_text()
     assert SECRET not in local and SECRET not in json.dumps(outcome.report.model_dump()) + capsys.readouterr().err
 

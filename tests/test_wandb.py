@@ -229,9 +229,17 @@ def test_wandb_policy_to_wandb_output_end_to_end(fake_wandb: FakeWandb, tmp_path
     assert run.summary["smoke/score"] == score
     assert run.summary["evaluator/eval_smoke/score"] == run.summary["overview/evaluator/smoke_score"] == score
     assert run.summary["evaluator/eval_smoke/tiny_room"] == pytest.approx(latest.environments["tiny_room"].score)
+    cost = outcome.report.cost
+    assert run.summary["cost/total_usd"] == pytest.approx(cost.total_usd)
+    assert run.summary["cost/node_seconds/local"] == pytest.approx(cost.node_types["local"].node_seconds)
     table = run.table("evaluation")
     assert table["columns"][:5] == ["policy_uri", "checkpoint", "version", "digest", "env"]
     assert len(table["data"]) == 2 * 2
+    page = next(body for name, body in run.files.items() if name.startswith("media/html/") and name.endswith(".html"))
+    assert page == (tmp_path / "data" / "wb_eval" / "report.html").read_bytes()
+    heatmap = next(name for name in run.files if name.startswith("media/plotly/"))
+    figure = json.loads(run.files[heatmap])
+    assert figure["data"][0]["type"] == "heatmap" and figure["data"][0]["x"] == ["tiny_room", "tiny_random"]
     [artifact] = [a for a in fake_wandb.artifacts if a.type == "evaluation_results"]
     assert json.loads(artifact.files["report.json"])["run_name"] == "wb_eval"
 

@@ -87,10 +87,17 @@ def with_delivered_replay_urls(report: Report, run_dir: Path, output_uri: str) -
     for policy in report.policies:
         checkpoints = []
         for checkpoint in policy.checkpoints:
-            url = checkpoint.replay_url
-            if url and url.startswith(local_prefix):
-                url = delivered_url(output_uri, run_dir.name, url.removeprefix(local_prefix)) or url
-            checkpoints.append(checkpoint.model_copy(update={"replay_url": url}))
+
+            def delivered(url: str) -> str:
+                if url.startswith(local_prefix):
+                    return delivered_url(output_uri, run_dir.name, url.removeprefix(local_prefix)) or url
+                return url
+
+            update = {
+                "replay_url": checkpoint.replay_url and delivered(checkpoint.replay_url),
+                "replays": {env: delivered(url) for env, url in checkpoint.replays.items()},
+            }
+            checkpoints.append(checkpoint.model_copy(update=update))
         policies.append(policy.model_copy(update={"checkpoints": checkpoints}))
     return report.model_copy(update={"policies": policies})
 

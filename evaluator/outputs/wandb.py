@@ -5,8 +5,9 @@ latest checkpoint, the seed's keys (`<suite>/score`, `<suite>/<env>`, `reward_av
 its own evaluations under (`evaluator/eval_<suite>/score`, `evaluator/eval_<suite>/<env>`,
 `overview/evaluator/<suite>_score`, so Metta's dashboards and panels read our results unchanged), plus the
 same keys under `<checkpoint>:<version>/` for every checkpoint; a `wandb.Table` holds one row per checkpoint
-and environment; report.json is logged as an artifact of type `evaluation_results` and waited for, so a
-successful return means W&B has it.
+and environment, next to the run's page (`scorecard`, report.html) and its heatmap (`heatmap`); report.json
+is logged as an artifact of type `evaluation_results` and waited for, so a successful return means W&B has
+it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from evaluator.cost import cost_metrics
 from evaluator.outputs import OutputError
 from evaluator.report import CheckpointReport, Report
 from evaluator.sources import SourceSettings
@@ -64,6 +66,8 @@ def summary_metrics(report: Report) -> dict[str, float]:
             metrics[f"overview/evaluator/{suite}_score"] = score
             metrics |= _statistics(suite, checkpoint)
             summary |= metrics | {f"{checkpoint.name}:{checkpoint.version}/{k}": v for k, v in metrics.items()}
+    if report.cost is not None:  # the estimate of what the evaluation cost (`cost/total_usd`, ...)
+        summary |= cost_metrics(report.cost)
     return summary
 
 
@@ -100,6 +104,23 @@ def table_rows(report: Report) -> list[list[object]]:
     return rows
 
 
+def scorecard(run_dir: Path, report: Report) -> dict[str, object]:
+    """The run's page (`wandb.Html`, self-contained: it plays its replays inside W&B too) and its heatmap
+    (`wandb.Plotly`, W&B's own interactive chart), next to the table."""
+    import wandb
+
+    from evaluator.scorecard.figures import heatmap
+    from evaluator.scorecard.page import PAGE_NAME
+    from evaluator.scorecard.rows import rows_of
+
+    rows, envs = rows_of(report)
+    logged: dict[str, object] = {"heatmap": wandb.Plotly(heatmap(rows, envs))}
+    page = run_dir / PAGE_NAME
+    if page.is_file():  # absent only when drawing it failed (logged then)
+        logged["scorecard"] = wandb.Html(page.read_text(encoding="utf-8"), inject=False)
+    return logged
+
+
 def log_run(run_dir: Path, report: Report, output_uri: str, settings: SourceSettings) -> None:
     entity, project, run_id = parse_output_uri(output_uri)
     key = require_key(settings.wandb_api_key, output_uri)
@@ -118,7 +139,9 @@ def log_run(run_dir: Path, report: Report, output_uri: str, settings: SourceSett
         )
         try:
             run.summary.update(summary_metrics(report))
-            run.log({"evaluation": wandb.Table(columns=TABLE_COLUMNS, data=table_rows(report))})
+            run.log(
+                {"evaluation": wandb.Table(columns=TABLE_COLUMNS, data=table_rows(report))} | scorecard(run_dir, report)
+            )
             artifact = wandb.Artifact(name=f"evaluation_results_{report.run_name}", type="evaluation_results")
             artifact.add_file(str(run_dir / "report.json"), name="report.json")
             run.log_artifact(artifact).wait()

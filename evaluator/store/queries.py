@@ -284,3 +284,76 @@ def best_checkpoints(url: str, suite: str | None = None, env: str | None = None,
         for rank, entry in enumerate(sorted(by_suite[name], key=lambda e: (-e.score, e.digest))[:limit], start=1)
     ]
     return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best)
+
+
+class EnvironmentLeaders(BaseModel):
+    suite: str
+    env: str
+    best: list[Ranked]
+
+
+class Leaderboard(BaseModel):
+    """Across every run of the store: per suite the best checkpoints by suite score, and per environment the
+    best by that environment's score (what `policy-evaluator view` shows)."""
+
+    database: str
+    limit: int
+    suites: dict[str, list[Ranked]]
+    environments: list[EnvironmentLeaders]
+
+
+def leaderboard(url: str, limit: int = 5) -> Leaderboard:
+    """`best_checkpoints`' rule (a digest counts once per suite, worth its latest scored run) for every suite
+    and every environment at once, in one pass over the scored checkpoints."""
+    query = (
+        select(
+            checkpoints.c.digest,
+            checkpoints.c.name,
+            checkpoints.c.version,
+            checkpoints.c.uri,
+            runs.c.suite,
+            runs.c.name.label("run"),
+            runs.c.finished_at,
+            run_checkpoints.c.score,
+            run_checkpoints.c.env_scores,
+        )
+        .join(run_checkpoints, run_checkpoints.c.checkpoint_id == checkpoints.c.id)
+        .join(runs, runs.c.id == run_checkpoints.c.run_id)
+        .where(run_checkpoints.c.score.is_not(None))
+        .order_by(runs.c.started_at.desc(), runs.c.id.desc(), run_checkpoints.c.position)
+    )
+    latest: dict[tuple[str, str], Any] = {}
+    with _reading(url) as connection:
+        for row in connection.execute(query):
+            latest.setdefault((row.digest, row.suite), row)
+
+    def ranked(rows: list[Any], score_of: Any, env: str | None) -> list[Ranked]:
+        scored = sorted(((score_of(r), r) for r in rows if score_of(r) is not None), key=lambda p: (-p[0], p[1].digest))
+        return [
+            Ranked(
+                suite=r.suite,
+                env=env,
+                rank=rank,
+                name=r.name,
+                version=r.version,
+                digest=r.digest,
+                uri=r.uri,
+                score=score,
+                run=r.run,
+                finished=iso(r.finished_at),
+            )
+            for rank, (score, r) in enumerate(scored[:limit], start=1)
+        ]
+
+    by_suite: dict[str, list[Any]] = {}
+    for row in latest.values():
+        by_suite.setdefault(row.suite, []).append(row)
+    suites, environments = {}, []
+    for suite in sorted(by_suite):
+        rows = by_suite[suite]
+        suites[suite] = ranked(rows, lambda r: r.score, None)
+        env_names = sorted({env for r in rows for env in (r.env_scores or {})})
+        for env in env_names:
+            best = ranked(rows, lambda r, env=env: (r.env_scores or {}).get(env), env)
+            environments.append(EnvironmentLeaders(suite=suite, env=env, best=best))
+    return Leaderboard(database=masked(url), limit=limit, suites=suites, environments=environments)

@@ -1,0 +1,189 @@
+"""The scorecard's charts, built with plotly: a checkpoints x environments heatmap, the suite score over
+checkpoints with its 95% band (the "vs previous" verdicts as markers), and one small chart per environment.
+Only figures here (plotly objects, no HTML): `evaluator.scorecard.page` renders them offline and the W&B
+output logs the heatmap as it is.
+
+Figures take `evaluator.scorecard.rows.Row`s (a few numbers per checkpoint), in the report's order.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from evaluator.scorecard.rows import ComparisonLine, Row
+
+VERDICT_MARKERS = {"better": ("triangle-up", "#1a9850"), "worse": ("triangle-down", "#d73027")}
+NO_DIFFERENCE_MARKER = ("circle", "#7f7f7f")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+MAX_HEATMAP_HEIGHT = 6000
+"""Pixels: beyond this a heatmap of thousands of checkpoints scrolls inside its own frame."""
+
+
+def policies(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows grouped by policy URI, in run order."""
+    return [(uri, list(group)) for uri, group in groupby(rows, key=lambda r: r.policy_uri)]
+
+
+def heatmap(rows: list[Row], envs: list[str]) -> go.Figure:
+    """Colour = score; hover = mean, 95% CI, episodes, success rate. customdata carries, per cell, the CI,
+    episodes and success rate, then the row and column indices the page's click handler maps to a replay."""
+    scores, custom = [], []
+    for row_index, row in enumerate(rows):
+        score_row, custom_row = [], []
+        for column, env in enumerate(envs):
+            cell = row.cells.get(env)
+            if cell is None:
+                score_row.append(None)
+                custom_row.append(["-", "-", 0, "-", row_index, column])
+                continue
+            low, high = (f"{cell.ci95[0]:.3f}", f"{cell.ci95[1]:.3f}") if cell.ci95 else ("-", "-")
+            score_row.append(cell.score)
+            custom_row.append([low, high, cell.episodes, f"{cell.success_rate:.0%}", row_index, column])
+        scores.append(score_row)
+        custom.append(custom_row)
+    figure = go.Figure(
+        go.Heatmap(
+            z=scores,
+            x=envs,
+            y=[row.label for row in rows],
+            customdata=custom,
+            colorscale="Viridis",
+            colorbar={"title": {"text": "score"}},
+            hoverongaps=False,
+            hovertemplate=(
+                "%{y}<br>%{x}<br>score %{z:.3f} [%{customdata[0]}, %{customdata[1]}]"
+                "<br>%{customdata[2]} episodes, success %{customdata[3]}<br>click: replay<extra></extra>"
+            ),
+        )
+    )
+    figure.update_layout(  # titled by the page (a plotly title collides with the top axis labels)
+        height=min(MAX_HEATMAP_HEIGHT, 160 + 26 * len(rows)),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"side": "top", "tickangle": -35, "automargin": True},
+        yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
+    )
+    return figure
+
+
+def _verdict_marker(comparison: ComparisonLine | None) -> tuple[str, str, str]:
+    """(symbol, colour, hover text) of a point on the suite curve."""
+    if comparison is None:
+        return "circle-open", PALETTE[-1], ""
+    symbol, colour = VERDICT_MARKERS.get(comparison.verdict, NO_DIFFERENCE_MARKER)
+    interval = f" [{comparison.ci95[0]:+.3f}, {comparison.ci95[1]:+.3f}]" if comparison.ci95 else ""
+    return symbol, colour, f"vs previous: {comparison.difference:+.3f}{interval} {comparison.verdict}"
+
+
+def suite_curve(suite: str, rows: list[Row]) -> go.Figure:
+    """Suite score by checkpoint order within each policy, with the 95% band; a policy of one checkpoint (a
+    baseline such as builtin://random) is drawn as a dashed reference line across."""
+    figure = go.Figure()
+    longest = max((row.position for row in rows), default=1)
+    for colour_index, (policy_uri, policy_rows) in enumerate(policies(rows)):
+        colour = PALETTE[colour_index % len(PALETTE)]
+        scored = [r for r in policy_rows if r.suite_score is not None]
+        if not scored:
+            continue
+        scores = [r.suite_score for r in scored]
+        if len(policy_rows) == 1 and longest > 1:
+            figure.add_trace(
+                go.Scatter(
+                    x=[1, longest],
+                    y=[scores[0], scores[0]],
+                    mode="lines",
+                    line={"dash": "dash", "color": colour},
+                    name=scored[0].label,
+                    hovertemplate=f"{scored[0].label}: %{{y:.3f}}<extra></extra>",
+                )
+            )
+            continue
+        xs = [r.position for r in scored]
+        bands = [r.suite_ci95 for r in scored]
+        if all(band is not None for band in bands):
+            figure.add_trace(
+                go.Scatter(
+                    x=xs + xs[::-1],
+                    y=[b[1] for b in bands] + [b[0] for b in bands][::-1],  # type: ignore[index]
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=colour,
+                    opacity=0.18,
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+        markers = [_verdict_marker(r.previous) for r in scored]
+        figure.add_trace(
+            go.Scatter(
+                x=xs,
+                y=scores,
+                mode="lines+markers",
+                name=policy_uri,
+                line={"color": colour},
+                marker={
+                    "symbol": [m[0] for m in markers],
+                    "color": [m[1] for m in markers],
+                    "size": 11,
+                    "line": {"color": colour, "width": 1},
+                },
+                text=[f"{r.label}<br>{m[2]}" if m[2] else r.label for r, m in zip(scored, markers, strict=True)],
+                hovertemplate="%{text}<br>score %{y:.3f}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title={"text": f"{suite}/score over checkpoints (95% band; vs previous: better ▲, worse ▼, same ●)"},
+        xaxis={"title": {"text": "checkpoint (order within its policy)"}, "dtick": 1},
+        yaxis={"title": {"text": "suite score"}},
+        height=440,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def environment_multiples(rows: list[Row], envs: list[str], columns: int = 4) -> go.Figure:
+    """One small chart per environment: each policy's score over its checkpoints, with 95% error bars."""
+    if not envs:
+        return go.Figure()
+    grid_rows = (len(envs) + columns - 1) // columns
+    figure = make_subplots(rows=grid_rows, cols=columns, subplot_titles=envs, vertical_spacing=0.3 / grid_rows)
+    for colour_index, (policy_uri, policy_rows) in enumerate(policies(rows)):
+        colour = PALETTE[colour_index % len(PALETTE)]
+        for env_index, env in enumerate(envs):
+            points = [(r, r.cells[env]) for r in policy_rows if env in r.cells]
+            if not points:
+                continue
+            figure.add_trace(
+                go.Scatter(
+                    x=[r.position for r, _ in points],
+                    y=[c.score for _, c in points],
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [(c.ci95[1] - c.score) if c.ci95 else 0 for _, c in points],
+                        "arrayminus": [(c.score - c.ci95[0]) if c.ci95 else 0 for _, c in points],
+                        "thickness": 1,
+                    },
+                    mode="lines+markers",
+                    marker={"size": 5},
+                    line={"color": colour, "width": 1.5},
+                    name=policy_uri,
+                    legendgroup=policy_uri,
+                    showlegend=env_index == 0,
+                    text=[r.label for r, _ in points],
+                    hovertemplate="%{text}<br>%{y:.3f}<extra></extra>",
+                ),
+                row=env_index // columns + 1,
+                col=env_index % columns + 1,
+            )
+    figure.update_layout(
+        title={"text": "score per environment over checkpoints (95% error bars)"},
+        height=max(300, 230 * grid_rows),
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        legend={"orientation": "h", "y": -0.08},
+    )
+    return figure
