@@ -38,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", nargs="?", type=Path, default=Path("data/demo"))
     args = parser.parse_args()
-    page_path = args.run_dir / "report.html"
+    page_path = (args.run_dir / "report.html").resolve()
     if not page_path.is_file():
         print(f"no {page_path}: run `make demo` first", file=sys.stderr)
         return 2
