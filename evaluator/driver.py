@@ -32,12 +32,12 @@ from evaluator.cost import CheckpointIdentity, Usage, cost_report
 from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.node_clock import LOCAL, NodeClock, NodeLifetime
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
-from evaluator.outputs.local import EpisodeTable, write_report, write_report_streamed
+from evaluator.outputs.local import EpisodeTable, atomic_write, write_report, write_report_streamed
 from evaluator.plan import plan_checkpoint
 from evaluator.prices import PriceTable, load_prices
 from evaluator.report import OutputStatus, Report
 from evaluator.report_assembly import build_report
-from evaluator.scorecard.rows import Row, RowCollector
+from evaluator.scorecard.rows import Row, RowCollector, rows_of
 from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.runs import RecordedCheckpoint, RunLog
@@ -164,12 +164,14 @@ def evaluate(
 
 
 def write_scorecard(run_dir: Path, report: Report, rows: tuple[list[Row], list[str]] | None = None) -> None:
-    """report.html beside report.json. The report is already complete: a page that cannot be drawn is an
-    error in the log (the run's results stand), never a lost evaluation."""
-    from evaluator.scorecard.page import write_page  # plotly: imported only when a page is drawn
+    """report.html beside report.json, from `rows` (rows, environments) when given, else from the report's own
+    checkpoints. The report is already complete: a page that cannot be drawn is an error in the log (the run's
+    results stand), never a lost evaluation."""
+    from evaluator.scorecard.page import PAGE_NAME, render_page  # plotly: imported only when a page is drawn
 
     try:
-        write_page(run_dir, report, rows)
+        page_rows, envs = rows if rows is not None else rows_of(report)
+        atomic_write(run_dir / PAGE_NAME, render_page(report, page_rows, envs, run_dir).encode("utf-8"))
     except Exception as exc:  # a bug in drawing must not throw away the evaluation it draws
         logger.error("report.html not written: %s: %s", type(exc).__name__, first_line(exc))
 

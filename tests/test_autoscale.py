@@ -29,7 +29,16 @@ from tests.support.autoscaler import FAKE_HEAD_NODE_ID, AutoscalingHead, running
 from tests.support.ray_head import VENV_BIN
 
 GPU_NODE_TYPE = "gpu"
-WORKER_TYPES = {GPU_NODE_TYPE: {"resources": {"CPU": 2, "GPU": 1}, "min_workers": 0, "max_workers": 1}}
+GPU_INSTANCE_TYPE = "g5.xlarge"
+"""The Ray label `instance-type` of the GPU nodes (as the KubeRay manifests set it): what the cost is priced by."""
+WORKER_TYPES = {
+    GPU_NODE_TYPE: {
+        "resources": {"CPU": 2, "GPU": 1},
+        "min_workers": 0,
+        "max_workers": 1,
+        "labels": {"instance-type": GPU_INSTANCE_TYPE},
+    }
+}
 RUN = ["run", "-p", "builtin://navigator", "--suite", "smoke", "--no-progress", "--no-replays"]
 """The evaluation both sides run (smoke: 2 environments, 2 episodes each)."""
 SCALE_DOWN_BOUND_S = 60.0
@@ -121,6 +130,15 @@ def test_an_empty_gpu_group_scales_up_for_the_evaluation_and_down_after(head: Au
     assert worker["node_id"] != FAKE_HEAD_NODE_ID, "the worker ran on the node the autoscaler added"
     assert worker["device"] == "cpu", "no CUDA here: the worker falls back to CPU torch"
     assert "waiting for a GPU node" in cuda.stderr or "a GPU node joined" in cuda.stderr
+    # The cost: the GPU node from when it joined to the evaluation's end, priced as a g5.xlarge; the head ran
+    # no worker and is not counted.
+    cost = report["cost"]
+    assert set(cost["node_types"]) == {GPU_INSTANCE_TYPE} and cost["unpriced"] == []
+    held = cost["node_types"][GPU_INSTANCE_TYPE]
+    assert held["nodes"] == 1
+    assert up["t"] - 1.5 <= ended - held["node_seconds"] <= up["t"] + 4.0, "node-seconds = its lifetime in the run"
+    assert held["usd"] == pytest.approx(held["node_seconds"] / 3600 * held["usd_per_hour"])
+    assert cost["total_usd"] == pytest.approx(held["usd"]) and held["usd"] > 0
     local_env = {k: v for k, v in head.env.items() if k != "RAY_ADDRESS"}
     local = evaluator_cli(
         *RUN, "--device=cpu", "--execution=in-process", f"--data-dir={tmp_path / 'cpu'}", env=local_env
@@ -134,7 +152,8 @@ def test_an_empty_gpu_group_scales_up_for_the_evaluation_and_down_after(head: Au
         f"scale-down: evaluation end -> node gone {gone['t'] - ended:.1f} s "
         f"(request withdrawn -> gone {gone['t'] - withdrawn['t']:.1f} s; idle timeout "
         f"{head.idle_timeout_minutes * 60:g} s, autoscaler round {head.update_interval_s} s); "
-        f"evaluation {ended - started:.1f} s"
+        f"evaluation {ended - started:.1f} s; cost: {held['node_seconds']:.1f} node-seconds of {GPU_INSTANCE_TYPE}, "
+        f"{cost['total_usd']:.6f} USD"
     )
 
 

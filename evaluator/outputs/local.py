@@ -1,6 +1,7 @@
-"""Writing a run's local outputs: report.json, episodes.parquet, replays. Every file is written to a temporary
-name in its directory and renamed into place, so a reader never sees half a file; report.json is written
-last and marks the run complete."""
+"""Writing a run's local outputs: report.json, episodes.parquet, replays (report.html is drawn by
+`evaluator.scorecard` and written with `atomic_write`). Every file is written to a temporary name in its
+directory and renamed into place, so a reader never sees half a file; report.json marks the run complete
+(only the page, drawn from it, follows it)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from urllib.parse import unquote, urlparse
 
 from plotly.offline import get_plotlyjs
 
-from evaluator.outputs.local import atomic_write
 from evaluator.report import Report
 from evaluator.scorecard.figures import environment_multiples, heatmap, suite_curve
 from evaluator.scorecard.rows import Row, rows_of
@@ -193,15 +192,6 @@ def render_page(
         timing=timing_tables(report),
         cost=cost_table(report),
     )
-
-
-def write_page(run_dir: Path, report: Report, rows: tuple[list[Row], list[str]] | None = None) -> Path:
-    """Write `<run_dir>/report.html` atomically, from `rows` (rows, environments) when given, else from the
-    report's own checkpoints."""
-    page_rows, envs = rows if rows is not None else rows_of(report)
-    path = run_dir / PAGE_NAME
-    atomic_write(path, render_page(report, page_rows, envs, run_dir).encode("utf-8"))
-    return path
 
 
 def page_of_run(run_dir: Path) -> str:
