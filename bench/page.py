@@ -3,6 +3,7 @@ charts are drawn, against a baseline measured in the same run: a page with only 
 any offline plotly page pays) drawing one small chart.
 
     python -m bench.page [RUN_DIR]          # default data/demo (run `make demo` first)
+    python -m bench.page --synthetic 10000  # a page of 10,000 checkpoints x 20 environments, drawn here
 
 Needs Debian's chromium (`apt-get install chromium`) and Playwright (the test extra).
 """
@@ -34,10 +35,57 @@ def load_seconds(page, url: str) -> float:
     return time.perf_counter() - started
 
 
+def synthetic_page(directory: Path, checkpoints: int, environments: int = 20) -> float:
+    """Draw a page of `checkpoints` x `environments` random scores into `directory`; seconds it took."""
+    import random
+
+    from evaluator.report import Report, Timing
+    from evaluator.scorecard.page import render_page
+    from evaluator.scorecard.rows import Cell, Row
+
+    envs = [f"env_{i}" for i in range(environments)]
+    rows = [
+        Row(
+            f"ckpt:v{i}",
+            "policy",
+            i + 1,
+            "uri",
+            None,
+            random.random(),
+            (0.1, 0.9),
+            {e: Cell(random.random(), (0.0, 1.0), 8, 0.5) for e in envs},
+            [],
+            {},
+        )
+        for i in range(checkpoints)
+    ]
+    timing = Timing(
+        wall_s=1,
+        ray_init_s=0,
+        evaluation_s=1,
+        agent_steps=1,
+        agent_steps_per_s=1,
+        episodes=1,
+        policy_loads=1,
+        workers=1,
+    )
+    report = Report(
+        simulation_suite="synthetic", run_name="synthetic", evaluator_version="-", seed=0, policies=[], timing=timing
+    )
+    started = time.perf_counter()
+    (directory / "report.html").write_text(render_page(report, rows, envs, directory))
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", nargs="?", type=Path, default=Path("data/demo"))
+    parser.add_argument("--synthetic", type=int, metavar="N", help="draw a page of N checkpoints x 20 environments")
     args = parser.parse_args()
+    if args.synthetic:
+        args.run_dir = Path(tempfile.mkdtemp(prefix="bench_page_"))
+        drawn_s = synthetic_page(args.run_dir, args.synthetic)
+        print(f"drew {args.synthetic:,} checkpoints x 20 environments in {drawn_s:.1f} s")
     page_path = (args.run_dir / "report.html").resolve()
     if not page_path.is_file():
         print(f"no {page_path}: run `make demo` first", file=sys.stderr)

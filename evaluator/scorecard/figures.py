@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from itertools import groupby
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -18,6 +19,9 @@ from evaluator.scorecard.rows import ComparisonLine, Row
 VERDICT_MARKERS = {"better": ("triangle-up", "#1a9850"), "worse": ("triangle-down", "#d73027")}
 NO_DIFFERENCE_MARKER = ("circle", "#7f7f7f")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+MAX_MARKED_POINTS = 100
+"""Beyond this many checkpoints in a policy its curves are plain lines: no markers, no error bars (a browser
+draws every marker and bar as its own SVG element; 10,000 checkpoints x 20 environments did not load in 30 s)."""
 MAX_HEATMAP_HEIGHT = 6000
 """Pixels: beyond this a heatmap of thousands of checkpoints scrolls inside its own frame."""
 
@@ -28,22 +32,17 @@ def policies(rows: list[Row]) -> list[tuple[str, list[Row]]]:
 
 
 def heatmap(rows: list[Row], envs: list[str]) -> go.Figure:
-    """Colour = score; hover = mean, 95% CI, episodes, success rate. customdata carries, per cell, the CI,
-    episodes and success rate, then the row and column indices the page's click handler maps to a replay."""
-    scores, custom = [], []
+    """Colour = score; hover = mean, 95% CI, episodes, success rate (customdata, float32: a plain nested list
+    of 10,000 x 20 cells takes plotly seconds to validate). A click's `pointNumber` is the (row, column) the
+    page's handler maps to a replay."""
+    scores = [[row.cells[env].score if env in row.cells else None for env in envs] for row in rows]
+    custom = np.full((len(rows), len(envs), 4), np.nan, dtype=np.float32)
     for row_index, row in enumerate(rows):
-        score_row, custom_row = [], []
         for column, env in enumerate(envs):
             cell = row.cells.get(env)
-            if cell is None:
-                score_row.append(None)
-                custom_row.append(["-", "-", 0, "-", row_index, column])
-                continue
-            low, high = (f"{cell.ci95[0]:.3f}", f"{cell.ci95[1]:.3f}") if cell.ci95 else ("-", "-")
-            score_row.append(cell.score)
-            custom_row.append([low, high, cell.episodes, f"{cell.success_rate:.0%}", row_index, column])
-        scores.append(score_row)
-        custom.append(custom_row)
+            if cell is not None:
+                low, high = cell.ci95 if cell.ci95 else (np.nan, np.nan)
+                custom[row_index, column] = (low, high, cell.episodes, cell.success_rate)
     figure = go.Figure(
         go.Heatmap(
             z=scores,
@@ -54,8 +53,8 @@ def heatmap(rows: list[Row], envs: list[str]) -> go.Figure:
             colorbar={"title": {"text": "score"}},
             hoverongaps=False,
             hovertemplate=(
-                "%{y}<br>%{x}<br>score %{z:.3f} [%{customdata[0]}, %{customdata[1]}]"
-                "<br>%{customdata[2]} episodes, success %{customdata[3]}<br>click: replay<extra></extra>"
+                "%{y}<br>%{x}<br>score %{z:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
+                "<br>%{customdata[2]} episodes, success %{customdata[3]:.0%}<br>click: replay<extra></extra>"
             ),
         )
     )
@@ -117,11 +116,12 @@ def suite_curve(suite: str, rows: list[Row]) -> go.Figure:
                 )
             )
         markers = [_verdict_marker(r.previous) for r in scored]
+        dense = len(scored) > MAX_MARKED_POINTS
         figure.add_trace(
             go.Scatter(
                 x=xs,
                 y=scores,
-                mode="lines+markers",
+                mode="lines" if dense else "lines+markers",
                 name=policy_uri,
                 line={"color": colour},
                 marker={
@@ -136,7 +136,7 @@ def suite_curve(suite: str, rows: list[Row]) -> go.Figure:
         )
     figure.update_layout(
         title={"text": f"{suite}/score over checkpoints (95% band; vs previous: better ▲, worse ▼, same ●)"},
-        xaxis={"title": {"text": "checkpoint (order within its policy)"}, "dtick": 1},
+        xaxis={"title": {"text": "checkpoint (order within its policy)"}} | ({"dtick": 1} if longest <= 30 else {}),
         yaxis={"title": {"text": "suite score"}},
         height=440,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
@@ -146,7 +146,8 @@ def suite_curve(suite: str, rows: list[Row]) -> go.Figure:
 
 
 def environment_multiples(rows: list[Row], envs: list[str], columns: int = 4) -> go.Figure:
-    """One small chart per environment: each policy's score over its checkpoints, with 95% error bars."""
+    """One small chart per environment: each policy's score over its checkpoints, with 95% error bars (up to
+    `MAX_MARKED_POINTS` checkpoints)."""
     if not envs:
         return go.Figure()
     grid_rows = (len(envs) + columns - 1) // columns
@@ -157,18 +158,20 @@ def environment_multiples(rows: list[Row], envs: list[str], columns: int = 4) ->
             points = [(r, r.cells[env]) for r in policy_rows if env in r.cells]
             if not points:
                 continue
+            dense = len(points) > MAX_MARKED_POINTS
+            error_bars = {
+                "type": "data",
+                "symmetric": False,
+                "array": np.array([(c.ci95[1] - c.score) if c.ci95 else 0 for _, c in points], np.float32),
+                "arrayminus": np.array([(c.score - c.ci95[0]) if c.ci95 else 0 for _, c in points], np.float32),
+                "thickness": 1,
+            }
             figure.add_trace(
-                go.Scatter(
-                    x=[r.position for r, _ in points],
-                    y=[c.score for _, c in points],
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [(c.ci95[1] - c.score) if c.ci95 else 0 for _, c in points],
-                        "arrayminus": [(c.score - c.ci95[0]) if c.ci95 else 0 for _, c in points],
-                        "thickness": 1,
-                    },
-                    mode="lines+markers",
+                go.Scatter(  # numpy arrays: plotly validates (and encodes) them at once, lists item by item
+                    x=np.array([r.position for r, _ in points], dtype=np.int32),
+                    y=np.array([c.score for _, c in points], dtype=np.float32),
+                    error_y={"visible": False} if dense else error_bars,
+                    mode="lines" if dense else "lines+markers",
                     marker={"size": 5},
                     line={"color": colour, "width": 1.5},
                     name=policy_uri,

@@ -43,8 +43,8 @@
 
   if (heatmap) {
     heatmap.on("plotly_click", function (event) {
-      const point = event.points[0];
-      openReplay(point.customdata[4], point.customdata[5]);
+      const point = event.points[0]; // a heatmap point's pointNumber is [row, column]
+      openReplay(point.pointNumber[0], point.pointNumber[1]);
     });
   }
   window.scorecard = { openReplay: openReplay, player: player, data: data };
