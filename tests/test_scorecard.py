@@ -234,6 +234,25 @@ def test_view_serves_runs_pages_replays_and_leaderboard_and_refuses_escapes(view
     status, body = raw_get(base, "/runs/" + replay.relative_to(data_dir).as_posix())
     assert status == 200 and body == replay.read_bytes()
     assert raw_get(base, "/runs/first/replays/")[0] == 404, "a directory is not listed"
+
+    # A page whose replays are linked, not embedded (over the budget): the player fetches them from the server,
+    # here from the first run's directory (`../first/replays/...`), since the second reused its episodes.
+    from evaluator.scorecard.page import render_page
+
+    linked = data_dir / "linked"
+    linked.mkdir()
+    (linked / "report.json").write_bytes((data_dir / "page" / "report.json").read_bytes())
+    report = Report.model_validate_json((linked / "report.json").read_bytes())
+    rows, envs = rows_of(report)
+    (linked / "report.html").write_text(render_page(report, rows, envs, linked, embed_budget_bytes=0))
+    assert '"src":"base64:' not in (linked / "report.html").read_text()
+    page.goto(base + "/runs/linked/")
+    page.wait_for_function("() => document.getElementById('heatmap')?.data !== undefined")
+    page.evaluate("() => window.scorecard.openReplay(2, 1)")
+    page.wait_for_function("() => window.scorecard.player.state().ready")
+    assert page.evaluate("() => window.scorecard.player.state().error") is None
+    assert page.evaluate("() => window.scorecard.data.replays[2][1].url").startswith("../first/replays/")
+    browser_page.assert_clean()
     assert json.loads(raw_get(base, "/runs/page/report.json")[1])["run_name"] == "page"
     for escape in ("/runs/page/../../../etc/passwd", "/runs/..%2F..%2Fetc/passwd", "/runs/%2Fetc/passwd"):
         status, body = raw_get(base, escape)

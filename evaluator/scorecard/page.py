@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -49,7 +50,8 @@ def local_replay(url: str, run_dir: Path) -> Path | None:
 
 def replay_refs(rows: list[Row], envs: list[str], run_dir: Path, budget: int) -> list[list[dict[str, str] | None]]:
     """Per heatmap cell: `{"src": "base64:..."}` (embedded), `{"url": ...}` (linked) or None (no replay).
-    A linked replay in the run directory gets a URL relative to report.html; others keep theirs."""
+    A linked replay in DATA_DIR (this run's, or another run's whose stored episode was reused) gets a URL
+    relative to report.html (`replays/...`, `../<run>/replays/...`), which `view` serves; others keep theirs."""
     refs: list[list[dict[str, str] | None]] = []
     resolved_dir = run_dir.resolve()
     for row in rows:
@@ -66,8 +68,8 @@ def replay_refs(rows: list[Row], envs: list[str], run_dir: Path, budget: int) ->
                 if size <= budget:
                     budget -= size
                     ref = {"src": "base64:" + base64.b64encode(path.read_bytes()).decode("ascii"), "url": url}
-                elif path.resolve().is_relative_to(resolved_dir):
-                    ref = {"url": path.resolve().relative_to(resolved_dir).as_posix()}
+                elif path.resolve().is_relative_to(resolved_dir.parent):  # this run's, or another run's of DATA_DIR
+                    ref = {"url": os.path.relpath(path.resolve(), resolved_dir)}
             if urlparse(url).scheme in ("http", "https"):  # MettaScope reads replays at an http(s) URL
                 ref["mettascope"] = url
             cells.append(ref)
