@@ -204,7 +204,7 @@
 
     function layout() {
       const { width, height } = replay;
-      cell = Math.max(3, Math.min(32, Math.floor(Math.min(MAX_WIDTH / width, MAX_HEIGHT / height))));
+      cell = Math.max(3, Math.min(48, Math.floor(Math.min(MAX_WIDTH / width, MAX_HEIGHT / height))));
       dpr = window.devicePixelRatio || 1;
       canvas.width = Math.round(width * cell * dpr);
       canvas.height = Math.round(height * cell * dpr);
