@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -21,8 +20,6 @@ from evaluator.scorecard.listing import RunEntry, leaderboard_page, runs_page
 from evaluator.scorecard.page import PAGE_NAME, asset, page_of_run
 from evaluator.store import queries
 from sim.errors import EvaluatorError, first_line
-
-logger = logging.getLogger(__name__)
 
 _SUITE = re.compile(rb'"simulation_suite":\s*"([^"]*)"')
 _DATA_DIR = web.AppKey("data_dir", Path)
@@ -62,7 +59,7 @@ def run_entries(data_dir: Path, results_db: str) -> tuple[list[RunEntry], str]:
         modified = datetime.fromtimestamp(report.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M:%S")
         name = report.parent.name
         suite = found.group(1).decode() if found else "?"
-        entries.append(RunEntry(name, suite, modified, (report.parent / PAGE_NAME).is_file(), recorded.get(name)))
+        entries.append(RunEntry(name, suite, modified, recorded.get(name)))
     entries.sort(key=lambda e: e.modified, reverse=True)
     return entries, note
 

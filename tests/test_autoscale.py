@@ -294,5 +294,5 @@ def test_no_node_within_the_timeout_is_an_outage_and_the_request_is_renewed(monk
 def test_the_cli_environment_does_not_enable_autoscaler_v2_for_the_driver():
     """The cluster tests' driver must learn from the cluster that v2 runs: its environment does not say so."""
     head = AutoscalingHead(temp_dir=Path("/nonexistent"))
-    assert "RAY_enable_autoscaler_v2" not in head.env and head.head_env["RAY_enable_autoscaler_v2"] == "1"
+    assert "RAY_enable_autoscaler_v2" not in head.env and head.process_env["RAY_enable_autoscaler_v2"] == "1"
     assert "RAY_enable_autoscaler_v2" not in os.environ

@@ -23,7 +23,6 @@ class RunEntry:
     name: str
     suite: str
     modified: str
-    has_page: bool
     recorded: RunSummary | None
 
 

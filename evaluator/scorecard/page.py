@@ -2,8 +2,9 @@
 internet. plotly.js, the replay player and the page's own script are inlined (no CDN, no fonts), the charts
 come from `evaluator.scorecard.figures`, and episode-0 replays are embedded (base64 of their `.json.z`) up to
 `embed_budget_bytes`, because a page opened from `file://` may not fetch files next to it. Replays beyond the
-budget are linked by URL (relative to the run directory when they are in it), which `policy-evaluator view`
-serves; the player says so when it cannot fetch one.
+budget are linked by URL (relative to the page when they are in DATA_DIR: this run's, or another run's whose
+stored episodes were reused), which `policy-evaluator view` serves; the player says so when it cannot fetch
+one. Only drawing here: the driver writes the page (`evaluator.driver.write_scorecard`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -22,8 +22,6 @@ from plotly.offline import get_plotlyjs
 from evaluator.report import Report
 from evaluator.scorecard.figures import environment_multiples, heatmap, suite_curve
 from evaluator.scorecard.rows import Row, rows_of
-
-logger = logging.getLogger(__name__)
 
 PAGE_NAME = "report.html"
 DEFAULT_EMBED_BUDGET_BYTES = 32 * 1024 * 1024

@@ -235,9 +235,8 @@ def policy_history(url: str, policy_uri: str, suite: str | None = None) -> Polic
     return PolicyHistory(database=masked(url), policy_uri=policy_uri, checkpoints=points)
 
 
-def best_checkpoints(url: str, suite: str | None = None, env: str | None = None, limit: int = 10) -> BestCheckpoints:
-    """The `limit` best checkpoints of each suite (or only `suite`), by suite score or, with `env`, by that
-    environment's score; a checkpoint is one digest wherever it was found, worth its latest scored run."""
+def _latest_scored(url: str, suite: str | None = None) -> dict[str, list[Row[Any]]]:
+    """By suite, every scored checkpoint once: a digest counts once per suite, worth its latest scored run."""
     query = (
         select(
             checkpoints.c.digest,
@@ -257,32 +256,45 @@ def best_checkpoints(url: str, suite: str | None = None, env: str | None = None,
     )
     if suite is not None:
         query = query.where(runs.c.suite == suite)
-    latest: dict[tuple[str, str], Ranked] = {}
+    latest: dict[tuple[str, str], Row[Any]] = {}
     with _reading(url) as connection:
         for row in connection.execute(query):  # newest run first: the first seen per (digest, suite) stands
-            score = row.score if env is None else (row.env_scores or {}).get(env)
-            if score is None or (row.digest, row.suite) in latest:
-                continue
-            latest[(row.digest, row.suite)] = Ranked(
-                suite=row.suite,
-                env=env,
-                rank=0,
-                name=row.name,
-                version=row.version,
-                digest=row.digest,
-                uri=row.uri,
-                score=score,
-                run=row.run,
-                finished=iso(row.finished_at),
-            )
-    by_suite: dict[str, list[Ranked]] = {}
-    for entry in latest.values():
-        by_suite.setdefault(entry.suite, []).append(entry)
-    best = [
-        entry.model_copy(update={"rank": rank})
-        for name in sorted(by_suite)
-        for rank, entry in enumerate(sorted(by_suite[name], key=lambda e: (-e.score, e.digest))[:limit], start=1)
+            latest.setdefault((row.digest, row.suite), row)
+    by_suite: dict[str, list[Row[Any]]] = {}
+    for row in latest.values():
+        by_suite.setdefault(row.suite, []).append(row)
+    return {name: by_suite[name] for name in sorted(by_suite)}
+
+
+def _ranked(rows: list[Row[Any]], env: str | None, limit: int) -> list[Ranked]:
+    """The `limit` best of `rows` by suite score or, with `env`, by that environment's score (rows without it
+    are left out); ties by digest."""
+
+    def score_of(row: Row[Any]) -> float | None:
+        return row.score if env is None else (row.env_scores or {}).get(env)
+
+    scored = sorted(((score_of(r), r) for r in rows if score_of(r) is not None), key=lambda p: (-p[0], p[1].digest))
+    return [
+        Ranked(
+            suite=row.suite,
+            env=env,
+            rank=rank,
+            name=row.name,
+            version=row.version,
+            digest=row.digest,
+            uri=row.uri,
+            score=score,
+            run=row.run,
+            finished=iso(row.finished_at),
+        )
+        for rank, (score, row) in enumerate(scored[:limit], start=1)
     ]
+
+
+def best_checkpoints(url: str, suite: str | None = None, env: str | None = None, limit: int = 10) -> BestCheckpoints:
+    """The `limit` best checkpoints of each suite (or only `suite`), by suite score or, with `env`, by that
+    environment's score; a checkpoint is one digest wherever it was found, worth its latest scored run."""
+    best = [entry for rows in _latest_scored(url, suite).values() for entry in _ranked(rows, env, limit)]
     return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best)
 
 
@@ -303,57 +315,10 @@ class Leaderboard(BaseModel):
 
 
 def leaderboard(url: str, limit: int = 5) -> Leaderboard:
-    """`best_checkpoints`' rule (a digest counts once per suite, worth its latest scored run) for every suite
-    and every environment at once, in one pass over the scored checkpoints."""
-    query = (
-        select(
-            checkpoints.c.digest,
-            checkpoints.c.name,
-            checkpoints.c.version,
-            checkpoints.c.uri,
-            runs.c.suite,
-            runs.c.name.label("run"),
-            runs.c.finished_at,
-            run_checkpoints.c.score,
-            run_checkpoints.c.env_scores,
-        )
-        .join(run_checkpoints, run_checkpoints.c.checkpoint_id == checkpoints.c.id)
-        .join(runs, runs.c.id == run_checkpoints.c.run_id)
-        .where(run_checkpoints.c.score.is_not(None))
-        .order_by(runs.c.started_at.desc(), runs.c.id.desc(), run_checkpoints.c.position)
-    )
-    latest: dict[tuple[str, str], Any] = {}
-    with _reading(url) as connection:
-        for row in connection.execute(query):
-            latest.setdefault((row.digest, row.suite), row)
-
-    def ranked(rows: list[Any], score_of: Any, env: str | None) -> list[Ranked]:
-        scored = sorted(((score_of(r), r) for r in rows if score_of(r) is not None), key=lambda p: (-p[0], p[1].digest))
-        return [
-            Ranked(
-                suite=r.suite,
-                env=env,
-                rank=rank,
-                name=r.name,
-                version=r.version,
-                digest=r.digest,
-                uri=r.uri,
-                score=score,
-                run=r.run,
-                finished=iso(r.finished_at),
-            )
-            for rank, (score, r) in enumerate(scored[:limit], start=1)
-        ]
-
-    by_suite: dict[str, list[Any]] = {}
-    for row in latest.values():
-        by_suite.setdefault(row.suite, []).append(row)
+    """`best_checkpoints`' rule for every suite and every environment at once, in one pass over the store."""
     suites, environments = {}, []
-    for suite in sorted(by_suite):
-        rows = by_suite[suite]
-        suites[suite] = ranked(rows, lambda r: r.score, None)
-        env_names = sorted({env for r in rows for env in (r.env_scores or {})})
-        for env in env_names:
-            best = ranked(rows, lambda r, env=env: (r.env_scores or {}).get(env), env)
-            environments.append(EnvironmentLeaders(suite=suite, env=env, best=best))
+    for suite, rows in _latest_scored(url).items():
+        suites[suite] = _ranked(rows, None, limit)
+        for env in sorted({env for row in rows for env in (row.env_scores or {})}):
+            environments.append(EnvironmentLeaders(suite=suite, env=env, best=_ranked(rows, env, limit)))
     return Leaderboard(database=masked(url), limit=limit, suites=suites, environments=environments)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.ray_head import VENV_BIN, RayHead, free_ports
+from tests.support.ray_head import RayHead
 
 FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 """The provider's id for the head (`fake_multi_node.node_provider.FAKE_HEAD_NODE_ID`); v2 matches it to the node."""
@@ -86,7 +86,7 @@ class AutoscalingHead(RayHead):
         }
 
     @property
-    def head_env(self) -> dict[str, str]:
+    def process_env(self) -> dict[str, str]:
         """The head's environment: `env` (the token) plus what the fake provider and autoscaler v2 need. Only
         the head's: a driver must learn from the cluster, not from its own environment, that v2 runs."""
         return {
@@ -102,43 +102,11 @@ class AutoscalingHead(RayHead):
     def gcs_address(self) -> str:
         return f"127.0.0.1:{self.ports['gcs']}"
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        names = ("gcs", "dashboard", "client", "node_manager", "object_manager", "agent_http", "agent_grpc")
-        names += ("runtime_env", "metrics")
-        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+    def extra_start_args(self) -> list[str]:
+        """The autoscaling config, written now that the GCS port (which the fake provider's nodes join) is known."""
         config = self.temp_dir / "autoscaling.json"
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(self.autoscaling_config(), indent=1))
-        command = [
-            str(VENV_BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--disable-usage-stats",
-            f"--autoscaling-config={config}",
-            f"--temp-dir={self._short_temp_dir()}",
-            f"--num-cpus={self.num_cpus}",
-            "--num-gpus=0",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--port={self.ports['gcs']}",
-            f"--dashboard-port={self.ports['dashboard']}",
-            f"--ray-client-server-port={self.ports['client']}",
-            f"--node-manager-port={self.ports['node_manager']}",
-            f"--object-manager-port={self.ports['object_manager']}",
-            f"--dashboard-agent-listen-port={self.ports['agent_http']}",
-            f"--dashboard-agent-grpc-port={self.ports['agent_grpc']}",
-            f"--runtime-env-agent-port={self.ports['runtime_env']}",
-            f"--metrics-export-port={self.ports['metrics']}",
-            "--min-worker-port=0",
-            "--max-worker-port=0",
-        ]
-        log = (self.temp_dir / "ray-start.log").open("wb")
-        self.process = subprocess.Popen(
-            command, env=self.head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        self._wait_until_jobs_api_answers(timeout_s)
+        return [f"--autoscaling-config={config}"]
 
     @contextlib.contextmanager
     def watching(self, out: Path) -> Iterator[Path]:

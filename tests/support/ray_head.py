@@ -69,15 +69,26 @@ class RayHead:
         )
         return env
 
+    @property
+    def process_env(self) -> dict[str, str]:
+        """The environment of the `ray start` process itself (subclasses add what only the head needs)."""
+        return self.env
+
+    def extra_start_args(self) -> list[str]:
+        """More `ray start` arguments, asked once the ports are chosen (subclasses: an autoscaling config)."""
+        return []
+
     def start(self, timeout_s: float = 60.0) -> None:
         names = ("gcs", "dashboard", "client", "node_manager", "object_manager", "agent_http", "agent_grpc")
         self.ports = dict(zip(names + ("runtime_env", "metrics"), free_ports(len(names) + 2), strict=True))
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         command = [
             str(VENV_BIN / "ray"),
             "start",
             "--head",
             "--block",
             "--disable-usage-stats",
+            *self.extra_start_args(),
             f"--temp-dir={self._short_temp_dir()}",
             f"--num-cpus={self.num_cpus}",
             "--num-gpus=0",
@@ -100,7 +111,7 @@ class RayHead:
         # Its own session: every daemon it forks (gcs_server, raylet, dashboard, workers) carries this
         # session id, which is how stop() finds exactly these processes and no others.
         self.process = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=self.process_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         self._wait_until_jobs_api_answers(timeout_s)
