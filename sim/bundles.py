@@ -19,14 +19,14 @@ import logging
 import pickle
 import shutil
 import tempfile
-from pathlib import Path
+import tomllib
+from pathlib import Path, PurePosixPath
 
 import torch
 from mettagrid.policy.loader import resolve_policy_class_path
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.policy.prepare_policy_spec import (
     extract_submission_archive,
-    find_package_source_root,
     load_policy_spec_from_path,
 )
 from mettagrid.policy.submission import (
@@ -55,6 +55,10 @@ INSTALL_HINTS: dict[str, str] = {
 }
 """What to tell a user whose bundle names a class from a package that is not installed."""
 WEIGHTS_FILENAME = "weights.safetensors"
+CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".dylib", ".dll", ".pth"})
+"""Suffixes of files Python imports or runs (any of a name's suffixes: `x.so.1`, `x.cpython-311-x86_64.so`)."""
+CODE_SUFFIXES_LAST = (".egg", ".whl", ".pyz")
+"""Archives Python imports from when they are on `sys.path` (only as the last suffix: `weights.v1.egg`)."""
 
 
 def load_bundle(uri: str, data: bytes, device: str, *, trust_remote_code: bool) -> BatchPolicy:
@@ -83,33 +87,79 @@ def load_bundle(uri: str, data: bytes, device: str, *, trust_remote_code: bool) 
 
 
 def _read_spec(uri: str, data: bytes, root: Path, trust_remote_code: bool) -> PolicySpec:
-    """Extract (mettagrid refuses absolute, traversing and symlinked members), check what the spec would run
-    before any of it runs, then let mettagrid resolve `data_path` and put bundled code on `sys.path`."""
+    """Extract (mettagrid refuses absolute, traversing and symlinked members) and read the spec.
+
+    Untrusted, nothing the bundle holds can be imported, by construction: a bundle holding Python source, a
+    compiled or native module, a `.pth` or a setup script is refused before anything is imported, the
+    bundle root never goes on `sys.path`, and the class is then resolved among installed packages (and
+    mettagrid's short names) only. Trusted, mettagrid's own loader runs the setup script and puts the
+    bundle's code on `sys.path`. Either way `data_path` must name a file inside the bundle, so the
+    checkpoint's digest (of the archive's bytes) covers every byte that is loaded."""
     archive_path = root / "bundle.zip"
     archive_path.write_bytes(data)
     extracted = root / "extracted"
     try:
         extract_submission_archive(archive_path, extracted)
-        if not trust_remote_code:
-            _refuse_bundled_code(uri, extracted)
-        return load_policy_spec_from_path(extracted)
-    except (ValueError, FileNotFoundError) as exc:
+        submission = _submission_spec(extracted)
+        data_path = _data_path_inside(uri, extracted, submission.data_path)
+        if trust_remote_code:
+            return load_policy_spec_from_path(extracted)
+        _refuse_shipped_code(uri, extracted, submission, data_path)
+    except (ValueError, FileNotFoundError, tomllib.TOMLDecodeError, KeyError) as exc:
         raise PolicyError(f"{uri}: invalid policy bundle: {first_line(exc)}") from None
+    return PolicySpec(
+        class_path=submission.class_path,
+        data_path=data_path,
+        init_kwargs=dict(submission.init_kwargs),
+        policy_env_interface=submission.policy_env_interface,
+    )
 
 
-def _refuse_bundled_code(uri: str, root: Path) -> None:
+def _submission_spec(root: Path) -> SubmissionPolicySpec:
     spec_path, manifest_path = root / POLICY_SPEC_FILENAME, root / POLICY_MANIFEST_FILENAME
     if spec_path.is_file():
-        spec = SubmissionPolicySpec.model_validate_json(spec_path.read_text())
-    else:
-        spec = load_policy_manifest(manifest_path)
-    what = None
-    if spec.setup_script:
-        what = f"a setup script ({spec.setup_script})"
-    elif find_package_source_root(root, resolve_policy_class_path(spec.class_path)) is not None:
-        what = f"its own code ({spec.class_path})"
-    if what:
-        raise PolicyError(f"{uri} ships {what}; it runs only with --trust-remote-code (only for archives you trust)")
+        return SubmissionPolicySpec.model_validate_json(spec_path.read_text())
+    if manifest_path.is_file():
+        return load_policy_manifest(manifest_path)
+    raise FileNotFoundError(f"neither {POLICY_SPEC_FILENAME} nor {POLICY_MANIFEST_FILENAME} at the bundle's top")
+
+
+def _data_path_inside(uri: str, root: Path, data_path: str | None) -> str | None:
+    """`data_path` resolved inside the bundle (symlinks followed), or a refusal that names only what the
+    bundle said, never what is outside it."""
+    if not data_path:
+        return None
+    relative = PurePosixPath(data_path)
+    inside = root.resolve()
+    target = (inside / relative).resolve()
+    if relative.is_absolute() or not target.is_relative_to(inside):
+        raise PolicyError(f"{uri}: data_path {data_path!r} points outside the bundle; it must name a file in it")
+    if not target.is_file():
+        raise PolicyError(f"{uri}: data_path {data_path!r} is not a file in the bundle")
+    return str(target)
+
+
+def _refuse_shipped_code(uri: str, root: Path, submission: SubmissionPolicySpec, data_path: str | None) -> None:
+    if submission.setup_script:
+        raise PolicyError(
+            f"{uri} ships a setup script ({submission.setup_script}); it runs only with --trust-remote-code "
+            "(only for archives you trust)"
+        )
+    for path in sorted(root.rglob("*")):
+        if _is_code(path) and not (path.suffix == ".pth" and str(path.resolve()) == data_path):  # torch weights
+            raise PolicyError(
+                f"{uri} ships code ({path.relative_to(root).as_posix()}); bundled code runs only with "
+                "--trust-remote-code (only for archives you trust)"
+            )
+
+
+def _is_code(path: Path) -> bool:
+    """Anything Python could import or run: source, bytecode, native modules (`x.so`, `x.cpython-311-...so`,
+    `x.so.1`), `.pth` files, importable archives, package directories."""
+    if path.is_dir():
+        return False  # a package directory holds an __init__.py or modules, which are refused themselves
+    name = path.name.lower()
+    return bool(CODE_SUFFIXES.intersection(PurePosixPath(name).suffixes)) or name.endswith(CODE_SUFFIXES_LAST)
 
 
 def _import_class(uri: str, class_path: str) -> object:

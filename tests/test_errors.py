@@ -103,6 +103,17 @@ def _zip_bomb(ctx: Ctx) -> list[str]:
     return ["-p", _write(ctx, "bomb.zip", bytes(data))]
 
 
+def _module_beside_spec(ctx: Ctx) -> list[str]:
+    _write(ctx, "evil/policy_spec.json", '{"class_path": "evilmod.Policy"}')
+    _write(ctx, "evil/evilmod.py", "from sim.models import TokenGridMLP as Policy\n")
+    return ["-p", str(ctx.tmp / "evil")]
+
+
+def _bundle_with_data_path(ctx: Ctx, data_path: str) -> list[str]:
+    spec = {"class_path": "sim.models.TokenGridMLP", "data_path": data_path}
+    return ["-p", _write(ctx, "outside/policy_spec.json", json.dumps(spec)).removesuffix("/policy_spec.json")]
+
+
 class _WrongShape(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.zeros(tokens.shape[0], 3)
@@ -297,6 +308,18 @@ CASES = [
         1,
         "runs only with --trust-remote-code",
         lambda c: ["-p", _write(c, "code.zip", submission_zip()), *SMOKE],
+    ),
+    Case(
+        "bundle directory shipping a module beside its spec, untrusted",
+        1,
+        "ships code (evilmod.py); bundled code runs only with --trust-remote-code",
+        lambda c: [*_module_beside_spec(c), *SMOKE],
+    ),
+    Case(
+        "bundle whose data_path leaves the bundle",
+        1,
+        "data_path '../../etc/passwd' points outside the bundle",
+        lambda c: [*_bundle_with_data_path(c, "../../etc/passwd"), *SMOKE],
     ),
     Case(
         "TorchScript with the wrong output shape",

@@ -136,7 +136,7 @@ def test_zip_slip_archive_is_refused(tmp_path: Path):
 
 def test_bundled_code_runs_only_with_trust_remote_code(tmp_path: Path):
     archive = submission_zip()
-    with pytest.raises(PolicyError, match=r"ships its own code \(bundled_pkg.policy.BundledPolicy\).*--trust-remote"):
+    with pytest.raises(PolicyError, match=r"ships code \(bundled_pkg/__init__.py\).*--trust-remote"):
         load_policy("file:///sub.zip", archive)
     policy = load_policy("file:///sub.zip", archive, trust_remote_code=True)
     assert all(r.rewards == (0.0,) * len(r.rewards) for r in play(policy, episodes=1))

@@ -75,9 +75,20 @@ def replay_refs(rows: list[Row], envs: list[str], run_dir: Path, budget: int) ->
     return refs
 
 
+_SCRIPT_UNSAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+"""What the HTML parser reads inside a <script> element (`</script>`, `<!--`, `<script`), written as JSON
+escapes: the same string to `JSON.parse`, nothing the parser can take for markup, whatever a name holds."""
+
+
+def script_safe(json_text: str) -> str:
+    """JSON text safe inside a <script> element: no name can close it, open a comment or change the page."""
+    return json_text.translate(_SCRIPT_UNSAFE)
+
+
 def _script_json(value: object) -> str:
-    """JSON safe inside a <script> element (no `</script>` can close it early)."""
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    return script_safe(json.dumps(value, separators=(",", ":")))
 
 
 def _table(caption: str, header: list[str], rows: list[list[object]], klass: str = "") -> str:
@@ -185,7 +196,7 @@ def render_page(
         plotly=get_plotlyjs(),
         player=asset("player.js"),
         page=asset("page.js"),
-        figures=figures_json.replace("</", "<\\/"),
+        figures=script_safe(figures_json),
         data=_script_json(data),
         comparisons=comparisons_table(rows) or "<p>no comparisons in this run</p>",
         errors=errors_table(rows) or "<p>every checkpoint was evaluated</p>",
