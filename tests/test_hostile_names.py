@@ -2,9 +2,10 @@
 of the page on main (page.js never ran: no heatmap, no charts, no player).
 
 One real run whose every name that reaches the page is hostile: the checkpoint (a Metta-named bundle
-directory), a broken checkpoint (its name and its error text), and the policy URIs. The page is read back by Python's HTML parser (no element, comment or script the page
-did not write) and opened in a real Chromium (the heatmap draws with the hostile labels, no dialog opens,
-no console error)."""
+directory), a broken checkpoint (its name and its error text), and the policy URIs (suite, environment and
+run names admit no markup). The page is read back by Python's HTML parser (no element, comment or script the
+page did not write) and opened in a real Chromium (the heatmap draws with the hostile labels, no dialog
+opens, no console error)."""
 
 from __future__ import annotations
 
