@@ -32,6 +32,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 KUBERAY = SHARED / "kuberay"
 CLUSTER = ROOT / "cluster"
 BASE = CLUSTER / "base"
+CLUSTER_SPEC_COMPONENT = CLUSTER / "components" / "ray-cluster-spec"
+CLUSTER_SPEC = CLUSTER_SPEC_COMPONENT / "ray-cluster-spec.yaml"
+"""The one Ray cluster spec of the RayJob, the RayCronJob and the RayCluster (a kustomize Component)."""
 OVERLAYS = {"cpu": CLUSTER / "overlays" / "cpu", "eks-gpu": CLUSTER / "overlays" / "eks-gpu"}
 KEPT_GROUP = {"cpu": "cpu", "eks-gpu": "gpu"}
 DEVICE = {"cpu": "cpu", "eks-gpu": "cuda"}
@@ -290,8 +293,9 @@ def _check_shared_memory(template: k8s.PodTemplate) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_three_resources_run_the_same_cluster(overlay, rendered):
-    """The Pods are written three times (RayJob, RayCronJob, RayCluster): they must not drift apart. Only
-    sizes (replicas) and the RayCluster's autoscaling may differ."""
+    """The Pods run by three resources (RayJob, RayCronJob, RayCluster), from one spec (the component
+    ray-cluster-spec), must not drift apart after the base's and the overlays' patches. Only sizes (replicas)
+    and the RayCluster's autoscaling may differ."""
     documents = rendered[overlay]
     ignored = {"replicas", "minReplicas", "maxReplicas"}
 
@@ -306,6 +310,26 @@ def test_the_three_resources_run_the_same_cluster(overlay, rendered):
     assert {k: v for k, v in job["spec"].items() if k not in ignored_job_fields} == {
         k: v for k, v in cron["spec"]["jobTemplate"].items() if k not in ignored_job_fields
     }
+
+
+def test_the_cluster_spec_is_written_once():
+    """The base's Ray resources hold their names and job settings only; the cluster they run (head and worker
+    groups, autoscaler, auth) is written once, in the component that the base lists and that fills it in."""
+    base = k8s.load_yaml(BASE / "kustomization.yaml")
+    assert base["components"] == [f"../{CLUSTER_SPEC_COMPONENT.relative_to(CLUSTER).as_posix()}"]
+    component = k8s.load_yaml(CLUSTER_SPEC_COMPONENT / "kustomization.yaml")
+    assert component["kind"] == "Component" and component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    kinds = set()
+    for name in base["resources"]:
+        doc = k8s.load_yaml(BASE / name)
+        if doc["kind"] not in RAY_KINDS:
+            continue
+        kinds.add(doc["kind"])
+        cluster = doc.get("spec") if doc["kind"] == "RayCluster" else k8s.job_spec(doc).get("rayClusterSpec")
+        assert cluster is None, f"{name} writes its cluster spec again: it comes from {CLUSTER_SPEC_COMPONENT}"
+    assert kinds == RAY_KINDS
+    spec = k8s.load_yaml(CLUSTER_SPEC)
+    assert spec["kind"] == "RayCluster" and {"headGroupSpec", "workerGroupSpecs"} <= set(spec["spec"])
 
 
 MAX_IDLE_TIMEOUT_S = 600
@@ -428,15 +452,25 @@ def test_kuberay_controller_rules(rendered):
 
 
 def test_overlay_patches_refuse_a_reordered_base(tmp_path: Path):
-    """Each overlay drops a worker group by index after a JSON-patch `test` of its name: with the groups
-    swapped, rendering must fail rather than drop the wrong group."""
+    """Each overlay drops a worker group by index after a JSON-patch `test` of its name, and the base sets the
+    RayCluster's `cpu` replicas likewise: with the groups swapped in the cluster spec (the component), the base
+    must fail to render; with the base's patch moved to the new index, every overlay still must, rather than
+    drop the wrong group."""
     clone = tmp_path / "cluster"
     shutil.copytree(CLUSTER, clone)
-    job = clone / "base" / "ray-job.evaluate.yaml"
-    text = job.read_text()
-    head, workers = text.split("    workerGroupSpecs:\n")
-    cpu_group, gpu_group = ("      - groupName:" + part for part in workers.split("      - groupName:")[1:])
-    job.write_text(head + "    workerGroupSpecs:\n" + gpu_group + cpu_group)
+    spec = clone / CLUSTER_SPEC.relative_to(CLUSTER)
+    text = spec.read_text()
+    head, workers = text.split("  workerGroupSpecs:\n")
+    cpu_group, gpu_group = ("    - groupName:" + part for part in workers.split("    - groupName:")[1:])
+    spec.write_text(head + "  workerGroupSpecs:\n" + gpu_group + cpu_group)
+    with pytest.raises(RuntimeError, match="testing value"):
+        k8s.render(clone / "base")
+    base = clone / "base" / "kustomization.yaml"
+    text = base.read_text()
+    assert text.count("/spec/workerGroupSpecs/0/") == 2, "the base's RayCluster patch: test, then replace"
+    base.write_text(text.replace("/spec/workerGroupSpecs/0/", "/spec/workerGroupSpecs/1/"))
+    for doc in ray_resources(k8s.render(clone / "base")):
+        assert [g["groupName"] for g in k8s.ray_cluster_spec(doc)["workerGroupSpecs"]] == ["gpu", "cpu"], doc["kind"]
     for overlay in OVERLAYS:
         with pytest.raises(RuntimeError, match="testing value"):
             k8s.render(clone / "overlays" / overlay)
