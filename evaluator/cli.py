@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import traceback
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +65,15 @@ from evaluator.cli_options import (
 from evaluator.config import EvalConfig
 from evaluator.markers import MARKER_END, MARKER_START, wrap
 from evaluator.report import ErrorReport, Report
-from evaluator.secrets import SECRET_VARIABLES, Redactor
+from evaluator.secrets import SECRET_VARIABLES, Redactor, url_secrets
 from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, first_line, validation_line
 
 __all__ = ["MARKER_END", "MARKER_START", "app", "main"]
 
 SECRET_OPTIONS = ("wandb_api_key", "webhook_secret", "ray_auth_token")
 DATABASE_URL_OPTIONS = (("RESULTS_DB_URL", "results_db"),)
-"""(environment variable, option) of database URLs: their passwords are masked wherever they appear."""
+"""(environment variable, option) of database URLs: their secrets (password, secret query values) are masked
+wherever they appear."""
 """Options whose values are masked in everything printed, besides the SECRET_VARIABLES of the environment."""
 
 
@@ -204,19 +204,19 @@ def _first_policy(policy_uri: Iterable[str] | None) -> str | None:
 
 
 def _redactor(values: dict[str, Any]) -> Redactor:
+    """Masks the secret variables and options, the secrets the database URLs carry (the userinfo's password and
+    secret query values, not the whole URL: where it points is useful) and those of any other URL given (an
+    OUTPUT_URI or RAY_ADDRESS with a token); `Redactor` itself masks the secrets of every URL it sees."""
     urls = dict(DATABASE_URL_OPTIONS)
-    secrets = [os.environ.get(name) for name in SECRET_VARIABLES if name not in urls]
+    secrets: list[str | None] = [os.environ.get(name) for name in SECRET_VARIABLES if name not in urls]
     secrets += [values.get(name) for name in SECRET_OPTIONS]
-    for variable, option in DATABASE_URL_OPTIONS:  # the password, not the whole URL: where it points is useful
-        secrets += [_password_of(url) for url in (os.environ.get(variable), values.get(option)) if url]
+    for variable, option in DATABASE_URL_OPTIONS:
+        for url in (os.environ.get(variable), values.get(option)):
+            secrets += url_secrets(url) if url else []
+    for value in values.values():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            secrets += url_secrets(item) if isinstance(item, str) and "://" in item else []
     return Redactor(secrets)
-
-
-def _password_of(url: str) -> str | None:
-    try:
-        return urllib.parse.urlsplit(url).password
-    except ValueError:
-        return None
 
 
 def _setup_logging(redact: Redactor) -> None:
@@ -371,7 +371,8 @@ def results(
     ] = None,
     env: Annotated[str | None, typer.Option("--env", help="With --best: rank by this environment's score.")] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Runs to list [default: 20], or per suite with --best [10].")
+        int | None,
+        typer.Option("--limit", min=1, max=100_000, help="Runs to list [default: 20], or per suite with --best [10]."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of tables.")] = False,
     results_db: ResultsDb = None,

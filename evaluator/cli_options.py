@@ -1,23 +1,50 @@
 """The CLI's options, each declared once with its environment variable, and the decorator that offers every
 evaluation option to `run`, `sweep` and `entrypoint` alike.
 
-An evaluation option is a field of `EvalConfig`: its default is that field's default, so the CLI and the
-config cannot drift apart. The options that differ by command (which policies, which checkpoints, markers,
-the progress bar) are declared here too and listed in each command's own signature.
+An evaluation option is a field of `EvalConfig`: its default is that field's default and, for a number, its
+bounds are that field's bounds (`bounded_like`), so the CLI and the config cannot drift apart. Every int and
+float option has a minimum and a maximum: typer refuses a huge, negative, infinite or nan value while parsing
+(one usage line, exit 2), before it could overflow anywhere. The options that differ by command (which
+policies, which checkpoints, markers, the progress bar) are declared here too and listed in each command's own
+signature.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.models import OptionInfo
 
-from evaluator.config import Device, EvalConfig, Execution
+from evaluator.config import MAX_SECONDS, Device, EvalConfig, Execution
 from evaluator.markers import MARKER_END, MARKER_START
+
+
+def bounded_like(field: str, annotation: Any) -> Any:
+    """`annotation` (an `Annotated[number, typer.Option(...)]`) with the bounds of EvalConfig's `field` as the
+    option's min and max (`ge`/`gt` -> min, `le`/`lt` -> max; typer's min is inclusive, so a `gt` bound's own
+    value passes the parser and is refused by EvalConfig). A min or max the option sets itself is kept."""
+    bounds: dict[str, Any] = {}
+    for constraint in EvalConfig.model_fields[field].metadata:
+        for attribute, bound in (("ge", "min"), ("gt", "min"), ("le", "max"), ("lt", "max")):
+            if getattr(constraint, attribute, None) is not None:
+                bounds[bound] = getattr(constraint, attribute)
+    kind, *extras = typing.get_args(annotation)
+    options = []
+    for extra in extras:
+        if isinstance(extra, OptionInfo):
+            extra = copy.copy(extra)
+            extra.min = bounds.get("min") if extra.min is None else extra.min
+            extra.max = bounds.get("max") if extra.max is None else extra.max
+        options.append(extra)
+    return Annotated[(kind, *options)]  # type: ignore[valid-type]
+
 
 Suite = Annotated[str, typer.Option(envvar="SIMULATION_SUITE", help="Suite name or suite file (.yaml/.json).")]
 DeviceOption = Annotated[Device, typer.Option("--device", envvar="DEVICE", help="Where policies run.")]
@@ -187,12 +214,20 @@ SweepCheckpoints = Annotated[
 LeaseTtl = Annotated[
     float,
     typer.Option(
-        envvar="SWEEP_LEASE_TTL", help="Seconds after which an unrenewed lease is stale (renewed every third)."
+        envvar="SWEEP_LEASE_TTL",
+        min=0,
+        max=MAX_SECONDS,
+        help="Seconds after which an unrenewed lease is stale (renewed every third).",
     ),
 ]
 WaitForLeases = Annotated[
     float,
-    typer.Option(envvar="SWEEP_WAIT_FOR_LEASES", help="Seconds to wait for checkpoints another sweep is evaluating."),
+    typer.Option(
+        envvar="SWEEP_WAIT_FOR_LEASES",
+        min=0,
+        max=MAX_SECONDS,
+        help="Seconds to wait for checkpoints another sweep is evaluating.",
+    ),
 ]
 IncludeCached = Annotated[
     bool,
@@ -225,7 +260,7 @@ ServiceWandbApiKey = Annotated[
     str | None, typer.Option(envvar="WANDB_API_KEY", show_default=False, help="To pin deliveries naming an alias.")
 ]
 ServiceHost = Annotated[str, typer.Option(envvar="SERVICE_HOST", help="Address to listen on.")]
-ServicePort = Annotated[int, typer.Option(envvar="SERVICE_PORT", help="Port to listen on.")]
+ServicePort = Annotated[int, typer.Option(envvar="SERVICE_PORT", min=0, max=65535, help="Port to listen on.")]
 JobEntrypoint = Annotated[
     str | None, typer.Option(envvar="JOB_ENTRYPOINT", help="The command of each job (default: a lease-aware sweep).")
 ]
@@ -243,9 +278,15 @@ JobOutputUri = Annotated[
     str | None,
     typer.Option(envvar="OUTPUT_URI", help="Jobs deliver there; GET /jobs/{id} reads reports back from it."),
 ]
-JobEpisodes = Annotated[int | None, typer.Option(envvar="EPISODES", help="Jobs' episodes per env.")]
-JobNumWorkers = Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Jobs' Ray actors.")]
-JobUnitTimeout = Annotated[float | None, typer.Option(envvar="UNIT_TIMEOUT", help="Jobs' unit timeout.")]
+JobEpisodes = bounded_like(
+    "episodes", Annotated[int | None, typer.Option(envvar="EPISODES", help="Jobs' episodes per env.")]
+)
+JobNumWorkers = bounded_like(
+    "num_workers", Annotated[int | None, typer.Option(envvar="NUM_WORKERS", help="Jobs' Ray actors.")]
+)
+JobUnitTimeout = bounded_like(
+    "unit_timeout", Annotated[float | None, typer.Option(envvar="UNIT_TIMEOUT", help="Jobs' unit timeout.")]
+)
 JobWandbEntity = Annotated[str | None, typer.Option(envvar="WANDB_ENTITY", help="Jobs' W&B entity.")]
 JobWandbProject = Annotated[str | None, typer.Option(envvar="WANDB_PROJECT", help="Jobs' W&B project.")]
 
@@ -286,11 +327,14 @@ _EVALUATION_TYPES: dict[str, Any] = {
 """EvalConfig field -> its option. Not here: policy_uris and checkpoints (each command says which)."""
 
 EVALUATION_OPTIONS = tuple(
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_field.default)
+    inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=bounded_like(name, annotation), default=_field.default
+    )
     for name, annotation in _EVALUATION_TYPES.items()
     for _field in [EvalConfig.model_fields[name]]
 )
-"""The evaluation options as keyword parameters, with EvalConfig's defaults (a SecretStr default is None)."""
+"""The evaluation options as keyword parameters, with EvalConfig's defaults (a SecretStr default is None) and,
+for numbers, its bounds."""
 
 LAST = ("markers", "progress")
 """Options listed after the evaluation options in --help, as they always were."""

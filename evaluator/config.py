@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from evaluator.sources.selection import check_selector
 from sim.errors import UsageError
 
+MAX_SECONDS = 7 * 24 * 3600
+"""The longest timeout, wait or lease of any option (a week): every number option is bounded both ways, so a
+huge, infinite or nan value is a usage error instead of an overflow wherever it would be used."""
+MAX_SEED = 2**63 - 1
+"""Seeds are 64-bit signed integers (a database's BIGINT, numpy's generators)."""
+
 
 class Device(StrEnum):
     CPU = "cpu"
@@ -54,31 +60,31 @@ class EvalConfig(BaseModel):
     or wandb://entity/project[/run_id]."""
     episodes: int | None = Field(default=None, ge=1, le=100_000)
     """Episodes per environment (default: each environment's own count)."""
-    target_ci: float | None = Field(default=None, gt=0)
+    target_ci: float | None = Field(default=None, gt=0, le=1e9)
     """Adaptive episodes: play `min_episodes` per environment, then keep doubling (up to `max_episodes`) the
     environments of a checkpoint whose score's 95% interval half-width is still above this."""
     min_episodes: int = Field(default=8, ge=2, le=100_000)
     max_episodes: int = Field(default=128, ge=2, le=100_000)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-MAX_SEED - 1, le=MAX_SEED)
     """Override the suite's seed (episode seeds derive from it)."""
     env: str | None = None
     """Glob over environment names, e.g. 'maze*'."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
-    cpus_per_worker: float | None = Field(default=None, gt=0)
+    cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
     """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.worker_layout`)."""
     gpus_per_worker: float | None = Field(default=None, gt=0, le=8)
     """GPUs per worker with `--device cuda`; None: fill the GPU nodes (one worker per `cpus_per_worker` CPUs,
     sharing the node's GPUs), or 1 each with `num_workers` (`evaluator.worker_layout`)."""
-    shard_size: int = Field(default=32, ge=1)
+    shard_size: int = Field(default=32, ge=1, le=100_000)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
-    max_resident_checkpoints: int | None = Field(default=None, ge=1)
+    max_resident_checkpoints: int | None = Field(default=None, ge=1, le=100_000)
     """Checkpoints held in the driver's memory at once (downloading, or with units to run); the rest wait
     their turn. Default: 16, or twice the workers if more. Bounds the driver's memory whatever the run's size."""
-    policy_cache_size: int = Field(default=4, ge=1)
+    policy_cache_size: int = Field(default=4, ge=1, le=1024)
     """The worker's policy cache: loaded policies each worker keeps (LRU)."""
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=100)
     """Tries per work unit before its checkpoint is marked failed (worker deaths, crashes)."""
-    unit_timeout: float | None = Field(default=None, gt=0)
+    unit_timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     """Seconds a work unit may run before it fails and its worker is replaced (a hung policy or env)."""
     trust_remote_code: bool = False
     """Let mettagrid submission archives run the code they ship (bundled modules, setup scripts)."""
@@ -92,7 +98,7 @@ class EvalConfig(BaseModel):
     """Record the first episode of every (checkpoint, environment) in mettagrid's replay format."""
     ray_address: str | None = None
     """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
-    scale_up_timeout: float = Field(default=900.0, gt=0)
+    scale_up_timeout: float = Field(default=900.0, gt=0, le=24 * 3600)
     """Seconds to wait for Ray's autoscaler to add a GPU node when `--device cuda` finds none (scale from zero,
     `evaluator.autoscaling`); then the run fails as an outage (exit 3). An EKS GPU node (EC2 launch, image pull)
     takes minutes, not seconds."""
@@ -156,8 +162,11 @@ class EvalConfig(BaseModel):
     def _default_run_name(self) -> EvalConfig:
         if not self.run_name:
             object.__setattr__(self, "run_name", default_run_name(self.policy_uris[0]))
-        elif not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.run_name):
-            raise ValueError(f"run_name {self.run_name!r} may hold only letters, digits, '_', '.', '-'")
+        elif not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}", self.run_name):  # a directory of DATA_DIR
+            raise ValueError(
+                f"run_name {self.run_name!r} may hold only letters, digits, '_', '.', '-' (at most 200), and may not "
+                "start with '.' or '-'"
+            )
         return self
 
 

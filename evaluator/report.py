@@ -8,7 +8,9 @@ Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from evaluator.secrets import redact_text, redact_url
 
 
 class _Model(BaseModel):
@@ -184,6 +186,17 @@ class Timing(_Model):
 class OutputStatus(_Model):
     uri: str = Field(description="OUTPUT_URI the results were delivered to")
     error: str | None = Field(default=None, description="why delivery failed; null when it succeeded")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_redacted(cls, value: str) -> str:
+        """report.json is shared and served: the URI's secrets (a presigned query string, a password) masked."""
+        return redact_url(value)
+
+    @field_validator("error")
+    @classmethod
+    def _error_redacted(cls, value: str | None) -> str | None:
+        return None if value is None else redact_text(value)
 
 
 class Report(_Model):

@@ -35,6 +35,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
 
+from evaluator.secrets import redact_text, redact_url
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 RETRIES = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
@@ -96,12 +97,13 @@ def s3_errors(what: str) -> Iterator[None]:
         ) from None
     except EndpointConnectionError as exc:
         url = urlsplit(str(exc.kwargs.get("endpoint_url", "")))
+        endpoint = redact_url(f"{url.scheme}://{url.netloc}")  # an endpoint's userinfo may hold a password
         raise ServiceUnavailable(
-            f"cannot reach the S3 endpoint for {what} ({url.scheme}://{url.netloc}); check AWS_ENDPOINT_URL, "
-            "or retry when it is up"
+            f"cannot reach the S3 endpoint for {what} ({endpoint}); check AWS_ENDPOINT_URL, or retry when it is up"
         ) from None
     except (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError) as exc:
-        raise ServiceUnavailable(f"the connection to S3 failed during {what}: {first_line(exc)}; retry") from None
+        reason = redact_text(first_line(exc))  # botocore names the URL it failed on
+        raise ServiceUnavailable(f"the connection to S3 failed during {what}: {reason}; retry") from None
     except (RetriesExceededError, TransferRetriesExceeded) as exc:  # a download cut off on every attempt
         cause = first_line(exc.last_exception) if exc.last_exception else first_line(exc)
         raise ServiceUnavailable(f"the download of {what} kept breaking off ({cause}); retry") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evaluator.config import EvalConfig, results_db_url
+from evaluator.config import MAX_SECONDS, EvalConfig, results_db_url
 from evaluator.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
 from evaluator.outputs import preflight_run
 from evaluator.outputs.local import atomic_write
@@ -43,9 +43,9 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     evaluation: EvalConfig
-    lease_ttl_s: float = Field(default=900.0, gt=0)
+    lease_ttl_s: float = Field(default=900.0, gt=0, le=MAX_SECONDS)
     """A lease not renewed for this long is stale; holders renew every third of it."""
-    wait_for_leases_s: float = Field(default=0.0, ge=0)
+    wait_for_leases_s: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
     """Wait this long for a lease another sweep holds (then its results are usually cached)."""
     include_cached: bool = False
     """Also put already-cached checkpoints in the report (no episodes are played for them)."""

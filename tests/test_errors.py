@@ -48,6 +48,8 @@ class Case:
     check: Callable[[Ctx], None] | None = None
     others_complete: bool = False
     """Exit 1 for one checkpoint: the report must hold another checkpoint with its metrics."""
+    command: str = "run"
+    """The command; `prepare` returns all its arguments when it is not `run`."""
 
 
 def _write(ctx: Ctx, name: str, data: bytes | str) -> str:
@@ -171,6 +173,19 @@ def _not_written(name: str) -> Callable[[Ctx], None]:
     return check
 
 
+def _recorded_run(ctx: Ctx) -> list[str]:
+    """--data-dir of a results database holding one run (`results` asks the database only when it has one)."""
+    from evaluator.config import EvalConfig, results_db_url
+    from evaluator.report import Timing
+    from evaluator.store.runs import RunLog
+
+    url = results_db_url(EvalConfig.model_construct(data_dir=ctx.tmp / "data", results_db=None))
+    timing = Timing(wall_s=1, ray_init_s=0, evaluation_s=1, agent_steps=1, agent_steps_per_s=1, episodes=1,
+                    policy_loads=1, workers=1)  # fmt: skip
+    RunLog(url, "recorded", "smoke", {"suite": "smoke"}).finish([], timing, failed=False)
+    return ["--data-dir", str(ctx.tmp / "data")]
+
+
 MAP = "#####\n#@.n#\n#####\n"
 PRICES = "as_of: 2025-05-01\nsource: my own figures\nprices: {}\n"
 SMOKE = ["--suite", "smoke"]
@@ -213,10 +228,15 @@ CASES = [
     Case(
         "episodes 0",
         2,
-        "invalid episodes: Input should be greater than or equal to 1",
+        "Invalid value for '--episodes' (env var: 'EPISODES'): Input should be greater than or equal to 1",
         lambda c: ["-p", "builtin://random", *SMOKE, "--episodes", "0"],
     ),
-    Case("episodes negative", 2, "invalid episodes", lambda c: ["-p", "builtin://random", *SMOKE, "--episodes", "-3"]),
+    Case(
+        "episodes negative",
+        2,
+        "Invalid value for '--episodes'",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--episodes", "-3"],
+    ),
     Case(
         "unknown device",
         2,
@@ -234,6 +254,13 @@ CASES = [
         3,
         "cannot reach the Ray cluster at 127.0.0.1:",
         lambda c: ["-p", "builtin://random", *SMOKE, "--ray-address", f"127.0.0.1:{_free_port()}"],
+    ),
+    Case(
+        "unreachable results database (its password in the query string: masked)",
+        3,
+        "?user=evaluator&password=*** unavailable while migrating",
+        lambda c: ["-p", "builtin://random", *SMOKE],
+        env={"RESULTS_DB_URL": f"postgresql://127.0.0.1:{_free_port()}/results?user=evaluator&password=hunter2-S3cret"},
     ),
     Case(
         "unwritable DATA_DIR",
@@ -259,6 +286,12 @@ CASES = [
         2,
         "--checkpoints 'newest' is not one of",
         lambda c: ["-p", "builtin://random", *SMOKE, "--checkpoints", "newest"],
+    ),
+    Case(
+        "a run name that would leave DATA_DIR",
+        2,
+        "run_name '..' may hold only letters, digits",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--run-name", ".."],
     ),
     Case(
         "negative price in the price table",
@@ -421,7 +454,47 @@ CASES = [
         lambda c: ["-p", "s3://policies/run/", *SMOKE],
         env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "x" * 20},
     ),
+    Case(
+        "run --seed beyond 64 bits",
+        2,
+        "Invalid value for '--seed': Input should be less than or equal to 9223372036854775807",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--seed", "99999999999999999999"],
+    ),
+    Case(
+        "run --unit-timeout inf",
+        2,
+        "Invalid value for '--unit-timeout' (env var: 'UNIT_TIMEOUT'): Input should be less than or equal to 604800",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--unit-timeout", "inf"],
+    ),
+    Case(
+        "run --cpus-per-worker inf",
+        2,
+        "Invalid value for '--cpus-per-worker': Input should be less than or equal to 1024",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--cpus-per-worker", "inf"],
+    ),
+    Case(
+        "run --shard-size beyond the episodes",
+        2,
+        "Invalid value for '--shard-size': Input should be less than or equal to 100000",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--shard-size", "99999999999999999999"],
+    ),
+    Case(
+        "results --limit beyond 64 bits",
+        2,
+        "Invalid value for '--limit': Input should be less than or equal to 100000",
+        lambda c: ["--limit", "99999999999999999999", *_recorded_run(c)],
+        command="results",
+    ),
+    Case(
+        "sweep --lease-ttl inf",
+        2,
+        "Invalid value for '--lease-ttl' (env var: 'SWEEP_LEASE_TTL'): Input should be",
+        lambda c: ["-p", "builtin://random", *SMOKE, "--data-dir", str(c.tmp / "data"), "--lease-ttl", "inf"],
+        command="sweep",
+    ),
 ]
+RUN_CASES = [case for case in CASES if case.command == "run"]
+OTHER_CASES = [case for case in CASES if case.command != "run"]
 
 
 @pytest.fixture
@@ -437,7 +510,7 @@ def s3_denied_after_listing(s3):
 
 
 @pytest.mark.usefixtures("ray_session")
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c.name for c in RUN_CASES])
 def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest):
     ctx = Ctx(tmp_path / "work", {name: request.getfixturevalue(name) for name in case.fixtures})
     ctx.tmp.mkdir()
@@ -464,6 +537,53 @@ def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest):
         assert any(c["error"] is None and c["metrics"] for c in checkpoints), "the other checkpoints must complete"
     if case.check:
         case.check(ctx)
+
+
+@pytest.mark.parametrize("case", OTHER_CASES, ids=[c.name for c in OTHER_CASES])
+def test_bad_usage_of_other_commands(case: Case, tmp_path: Path):
+    """The cases of `results`, `sweep`, ...: bad usage, caught before anything ran."""
+    ctx = Ctx(tmp_path / "work")
+    ctx.tmp.mkdir()
+    result = CliRunner().invoke(app, [case.command, *case.prepare(ctx)], env=case.env)
+    stderr_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == case.exit_code, result.stderr or result.stdout
+    assert len(stderr_lines) == 1 and case.message in stderr_lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    document = json.loads(result.stdout)
+    assert case.message in document["error"] and document["traceback"] is None, document
+    assert document["retryable"] is (case.exit_code == 3), document
+
+
+NUMBERS = {int: ["99999999999999999999", "-99999999999999999999"], float: ["nan", "inf", "-inf", "1e999", "-1e308"]}
+"""What no int or float option takes: beyond 64 bits, not a finite number."""
+REQUIRED = {"run": ["-p", "builtin://random"], "sweep": ["-p", "builtin://random"]}
+
+
+def test_every_number_option_of_every_command_is_bounded():
+    """Every int and float option of every command has a minimum and a maximum (typer checks them while parsing):
+    a huge, negative, infinite or nan value is one usage line naming the option and the usage exit code (2;
+    `entrypoint` 1), never a traceback from wherever the number would have overflowed."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    checked = []
+    for name, command in commands.items():
+        for param in command.params:
+            kind = param.type_descriptor.annotation
+            if kind not in NUMBERS or not param.opts[0].startswith("--"):
+                continue
+            assert param.min is not None and param.max is not None, f"{name} {param.opts[0]} is unbounded"
+            usage_exit = getattr(command.callback, "usage_exit", 2)  # `entrypoint`: 1, the seed's contract
+            for value in NUMBERS[kind]:
+                result = CliRunner().invoke(app, [name, *REQUIRED.get(name, []), param.opts[0], value], env={})
+                lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+                assert result.exit_code == usage_exit, (name, param.opts[0], value, result.stderr, result.stdout)
+                assert len(lines) == 1 and f"Invalid value for '{param.opts[0]}'" in lines[0], (name, value, lines)
+                assert "Traceback" not in result.stderr + result.stdout, (name, param.opts[0], value)
+            checked.append(f"{name} {param.opts[0]}")
+    assert {"results --limit", "run --unit-timeout", "sweep --lease-ttl", "serve --port", "view --port"} <= set(
+        checked
+    ), checked
 
 
 def test_the_message_rules_written_once():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from aiohttp import web
 
 from evaluator.config import EvalConfig
 from evaluator.driver import evaluate
@@ -24,7 +25,7 @@ from evaluator.report import CheckpointReport, Report
 from evaluator.scorecard.page import local_replay, replay_refs
 from evaluator.scorecard.rows import RowCollector, row_of, rows_of
 from evaluator.store.queries import leaderboard
-from evaluator.view_server import confined
+from evaluator.view_server import run_directory, served_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 VENV_BIN = Path(sys.executable).parent
@@ -71,9 +72,18 @@ def test_paths_outside_the_data_directory_are_refused(tmp_path: Path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "report.json").write_text("{}")
     (tmp_path / "run" / "escape").symlink_to("/etc")
-    assert confined(tmp_path, "run/report.json") == (tmp_path / "run" / "report.json").resolve()
-    for bad in ("../x", "run/../../x", "/etc/passwd", "run/escape/passwd", "", "run\\..\\x", "a\x00b"):
-        assert confined(tmp_path, bad) is None, bad
+    (tmp_path / "out").symlink_to("/etc")
+    run = run_directory(tmp_path, "run")
+    assert served_file(run, "report.json") == (tmp_path / "run" / "report.json").resolve()
+    for bad in ("..", ".", "/etc", "run\\..\\x", "a\x00b", "out"):
+        with pytest.raises(web.HTTPForbidden):
+            run_directory(tmp_path, bad)
+    for bad in ("../x", "../../x", "escape/../report.json", "report.json\x00"):
+        with pytest.raises(web.HTTPForbidden):
+            served_file(run, bad)
+    for absent in ("escape/passwd", "escape", "notes.txt", "/etc/passwd", "replays/"):  # not written by a run
+        with pytest.raises(web.HTTPNotFound):
+            served_file(run, absent)
 
 
 # -- a real evaluation, in a real browser -------------------------------------------------------------------------

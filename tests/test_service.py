@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ from evaluator.service.webhook import ArtifactVersion, Delivery, authentic, pars
 from evaluator.sweep_results import CheckpointState
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.fake_wandb import FakeWandb, reset_wandb, running_fake_wandb
+from tests.support.raw_http import Served
 from tests.support.ray_head import RayHead, free_ports, running_head
 
 SECRET = "webhook-secret-" + "7f3a9c" * 4
@@ -519,6 +521,96 @@ def test_a_slow_service_fails_the_burst_bounds():
     assert [status for status, _, _ in answers] == [202] * 200
     _, p99 = percentiles(answers)
     assert p99 >= BURST_P99_S, f"the bounds let a one-at-a-time service through (p99 {p99:.2f} s, all {wall:.2f} s)"
+
+
+# -- whatever is sent: an answer, never a 500 with a traceback (issue 21) ---------------------------------------
+
+
+def test_authorization_headers_in_odd_encodings_get_401():
+    """Before authentication: header values that are not UTF-8 (aiohttp hands them over as surrogates), or not
+    ASCII, authenticate nobody; on the webhook and on GET /jobs/{id} alike."""
+    stub = StubJobsApi(token="stub-token")
+    body = json.dumps(delivery("v1")).encode()
+    odd_values = [b"Bearer \xff\xfe\x80", b"Bearer \xc3\xa9t\xc3\xa9-" + SECRET.encode(), b"\xff " + SECRET.encode(),
+                  b"Bearer " + SECRET.encode() + b"\xff", b"Bearer \xc3\x28"]  # fmt: skip
+    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+        for value in odd_values:
+            for header in (b"Authorization: " + value, b"X-Wandb-Signature: " + value.removeprefix(b"Bearer ")):
+                answer = served.get("/webhooks/wandb", header, method=b"POST", body=body)
+                assert answer.status == 401, (header, answer.status, answer.body[:300])
+                assert json.loads(answer.body)["reason"] == "unauthenticated"
+            answer = served.get("/jobs/eval-0123", b"Authorization: " + value)
+            assert answer.status == 401, (value, answer.status, answer.body[:300])
+    assert stub.posts == Counter(), "nothing was submitted"
+
+
+def test_bodies_nested_too_deep_or_too_large_get_4xx():
+    """From an authenticated sender: ~60 KB of `[` (json's recursion), deep objects, a 5,000-digit number get
+    422 (malformed, like any body that is not a delivery); over max_body_bytes 413."""
+    stub = StubJobsApi(token="stub-token")
+    bodies = [b"[" * 60_000, b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 9_000 + b"1" + b"}" * 9_000,
+              b'{"artifact_version_string": ' + b"[" * 30_000 + b"}", b'{"n": ' + b"1" * 5000 + b"}"]  # fmt: skip
+    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+        for body in bodies:
+            bearer = served.get(
+                "/webhooks/wandb", b"Authorization: Bearer " + SECRET.encode(), method=b"POST", body=body
+            )
+            signed = served.get("/webhooks/wandb", b"X-Wandb-Signature: " + sign(body, SECRET).encode(), method=b"POST",
+                                body=body)  # fmt: skip
+            for answer in (bearer, signed):
+                assert answer.status == 422, (body[:20], answer.status, answer.body[:300])
+                assert json.loads(answer.body)["reason"] == "malformed" and b"Traceback" not in answer.body
+        huge = b"[" * 70_000
+        answer = served.get("/webhooks/wandb", b"Authorization: Bearer " + SECRET.encode(), method=b"POST", body=huge)
+        assert answer.status == 413, answer.status
+    assert stub.posts == Counter(), "nothing was submitted"
+
+
+def test_odd_requests_and_job_ids_get_4xx():
+    stub = StubJobsApi(token="stub-token")
+    auth = b"Authorization: Bearer " + SECRET.encode()
+    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+        for target in ("/jobs/..%2F..%2Fapi%2Fversion", "/jobs/..%2Fversion", "/jobs/%2E%2E", "/jobs/" + "j" * 5000,
+                       "/jobs/a%00b", "/jobs/%FF%FE", "/jobs/eval-x%0D%0AX:%20y"):  # fmt: skip
+            answer = served.get(target, auth)
+            assert answer.status == 404 and b"Traceback" not in answer.body, (target, answer.status, answer.body[:300])
+        for request in (
+            b"GARBAGE\r\n\r\n",
+            b"POST /webhooks/wandb HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST /webhooks/wandb HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Odd: \xff\xfe\r\nConnection: close\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: \xff;q=nan, */*;q=\xff\r\nConnection: close\r\n\r\n",
+        ):
+            answer = served.request(request)
+            assert answer.status != 500 and b"Traceback" not in answer.body, (request[:40], answer.body[:300])
+        for encoding, body in ((b"gzip", b"not gzip"), (b"deflate", b"\x00\x01"), (b"br", b"x"), (b"zstd", b"x")):
+            answer = served.get("/webhooks/wandb", auth, b"Content-Encoding: " + encoding, method=b"POST", body=body)
+            assert answer.status == 400 and b"Traceback" not in answer.body, (encoding, answer.body[:300])
+
+
+class _Broken(RayJobs):
+    """A bug the handlers do not expect."""
+
+    def check(self) -> str:
+        raise KeyError("a detail the client must not see")
+
+    def view(self, job_id: str):
+        raise KeyError("a detail the client must not see")
+
+
+def test_an_unexpected_error_is_a_plain_500_and_logged(caplog: pytest.LogCaptureFixture):
+    settings = settings_for("http://127.0.0.1:9", "stub-token")
+    with Served(create_app(settings, jobs=_Broken(settings))) as served, caplog.at_level(logging.ERROR):
+        answers = [served.get("/readyz", b"Accept: text/html"),
+                   served.get("/jobs/eval-0", b"Authorization: Bearer " + SECRET.encode())]  # fmt: skip
+        metrics = served.get("/metrics").text
+    for answer in answers:
+        assert answer.status == 500 and answer.headers["content-type"].startswith("application/json"), answer
+        assert b"Traceback" not in answer.body and b"detail" not in answer.body
+        assert json.loads(answer.body) == {"error": "internal error (logged by the service)"}
+    assert 'route="/readyz",status="500"' in metrics, "the failure is counted"
+    logged = [r for r in caplog.records if r.exc_info and "a detail the client must not see" in str(r.exc_info[1])]
+    assert len(logged) == 2, caplog.text
 
 
 # -- outages: a job that exits 3 is resubmitted once ----------------------------------------------------------------

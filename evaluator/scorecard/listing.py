@@ -7,6 +7,7 @@ import html
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from evaluator.secrets import redact_url
 from evaluator.store.queries import Leaderboard, Ranked, RunSummary
 
 PAGE = """<!DOCTYPE html>
@@ -83,6 +84,7 @@ def leaderboard_page(board: Leaderboard, css: str) -> str:
             if leaders.suite == suite:
                 parts.append(_table(header, _ranked_rows(leaders.best), f"{suite} / {leaders.env}"))
         parts.append("</section>")
-    body = "".join(parts) or f"<p>no scored checkpoints in {html.escape(board.database)}</p>"
-    title = f"leaderboard: best {board.limit} per suite and environment ({board.database})"
+    database = redact_url(board.database)  # masked by the query already; a page served must not rely on it
+    body = "".join(parts) or f"<p>no scored checkpoints in {html.escape(database)}</p>"
+    title = f"leaderboard: best {board.limit} per suite and environment ({database})"
     return PAGE.format(title=html.escape(title), css=css, body=body)

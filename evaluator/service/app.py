@@ -13,6 +13,10 @@ Routes:
 - GET /healthz          the process answers
 - GET /readyz           the Ray cluster's job API and the results database (when set) answer (503 otherwise)
 - GET /metrics          Prometheus
+Whatever is sent, the answer is one of these or aiohttp's own 400/404/405/413 (a request it cannot parse, a
+body over max_body_bytes): header values that are not UTF-8 authenticate nobody (401), JSON nested past the
+parser's recursion is malformed (422), a job id other than `JOB_ID` names no job (404); an exception that no
+handler expected is a 500 `{"error": "internal error ..."}`, its traceback only in the log (evaluator.web_errors).
 Blocking calls (Ray's job API goes through `requests`, W&B) run in a bounded thread pool, each under a timeout.
 Every `outage_check_s` the app resubmits, once, the jobs of the service that exited 3 (an outage: jobs.py).
 """
@@ -21,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +36,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from evaluator.secrets import redact_text, redact_url
 from evaluator.service.jobs import (
     ArtifactNotFound,
     ClusterUnavailable,
@@ -43,12 +48,16 @@ from evaluator.service.jobs import (
 )
 from evaluator.service.metrics import ServiceMetrics
 from evaluator.service.settings import ServiceSettings
-from evaluator.service.webhook import authentic, parse_delivery
+from evaluator.service.webhook import authentic, bearer, parse_delivery
+from evaluator.web_errors import no_tracebacks
 from sim.errors import ServiceUnavailable, validation_line
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = "30"
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+"""A job id GET /jobs/{job_id} asks Ray about (ours are `eval-<hex>[-retry]`, Ray's own `raysubmit_<...>`):
+the id goes into a URL of Ray's job API and a path of OUTPUT_URI, so nothing else is ever passed on."""
 
 
 @dataclass
@@ -69,7 +78,9 @@ SERVICE = web.AppKey("service", Service)
 
 
 def create_app(settings: ServiceSettings, *, jobs: RayJobs | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[no_tracebacks(_internal_error), _observe]
+    )
     executor = ThreadPoolExecutor(max_workers=settings.blocking_threads, thread_name_prefix="blocking")
     app[SERVICE] = Service(settings, jobs or RayJobs(settings), ServiceMetrics(), executor)
     app.router.add_post("/webhooks/wandb", receive_wandb)
@@ -110,7 +121,7 @@ async def _resubmit_outages(service: Service) -> None:
 def serve(settings: ServiceSettings) -> None:
     """Run until SIGINT/SIGTERM (aiohttp's graceful shutdown). The results database's schema is migrated
     first (an outage there stops the start with exit 3, like any other)."""
-    logger.info("serving on %s:%d, Ray job API at %s", settings.host, settings.port, settings.ray_address)
+    logger.info("serving on %s:%d, Ray job API at %s", settings.host, settings.port, redact_url(settings.ray_address))
     if settings.results_db is not None:
         from evaluator.store.database import open_database
 
@@ -120,7 +131,10 @@ def serve(settings: ServiceSettings) -> None:
 
 async def receive_wandb(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:  # a Content-Encoding (gzip, deflate) its bytes are not
+        return _error(400, "the body cannot be decoded as its Content-Encoding says")
     if not authentic(request.headers, body, service.settings.webhook_secret.get_secret_value()):
         return _refuse(
             service, 401, "unauthenticated", "missing or wrong bearer token / X-Wandb-Signature",
@@ -163,17 +177,18 @@ async def receive_wandb(request: web.Request) -> web.Response:
 
 async def job_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    secret = service.settings.webhook_secret.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret):
+    if not bearer(request.headers, service.settings.webhook_secret.get_secret_value()):
         return _error(401, "reports need the bearer token", {"WWW-Authenticate": 'Bearer realm="policy-evaluator"'})
+    if not JOB_ID.fullmatch(request.match_info["job_id"]):
+        return _error(404, "no such job: a job id is up to 128 letters, digits, '_', '.' and '-'")
     try:
         view = await service.call(service.jobs.view, request.match_info["job_id"])
     except JobNotFound:
         return _error(404, f"no job {request.match_info['job_id']} on the cluster")
     except (ClusterUnavailable, TimeoutError) as exc:
         return _error(503, str(exc) or "the Ray job API timed out", {"Retry-After": RETRY_AFTER_S})
-    return web.Response(text=view.model_dump_json(), content_type="application/json")
+    # Ray's message and the job's own output, relayed: every URL's secrets masked on the way out.
+    return web.Response(text=redact_text(view.model_dump_json()), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -185,14 +200,16 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         version = await service.call(service.jobs.check)
     except (ClusterUnavailable, TimeoutError) as exc:
-        return web.json_response({"ready": False, "error": str(exc) or "the Ray job API timed out"}, status=503)
+        error = redact_text(str(exc)) or "the Ray job API timed out"
+        return web.json_response({"ready": False, "error": error}, status=503)
     if service.settings.results_db is not None:
         try:
             await service.call(_database_answers, service.settings.results_db.get_secret_value())
         except (ServiceUnavailable, TimeoutError) as exc:
-            error = str(exc) or "the results database timed out"
+            error = redact_text(str(exc)) or "the results database timed out"
             return web.json_response({"ready": False, "error": error}, status=503)
-    return web.json_response({"ready": True, "ray_address": service.settings.ray_address, "jobs_api": version})
+    address = redact_url(service.settings.ray_address)
+    return web.json_response({"ready": True, "ray_address": address, "jobs_api": version})
 
 
 def _database_answers(url: str) -> None:
@@ -234,9 +251,14 @@ def _refuse(
     service: Service, status: int, reason: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     service.metrics.failures.labels(reason).inc()
-    logger.warning("delivery refused (%d %s): %s", status, reason, message)
+    logger.warning("delivery refused (%d %s): %s", status, reason, redact_text(message))
     return _error(status, message, headers, reason=reason)
 
 
+def _internal_error() -> web.Response:
+    """What `no_tracebacks` answers for an exception no handler expected (its traceback is logged)."""
+    return web.json_response({"error": "internal error (logged by the service)"}, status=500)
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **extra: str) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+    return web.json_response({"error": redact_text(message), **extra}, status=status, headers=headers)

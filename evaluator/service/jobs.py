@@ -32,6 +32,7 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 from evaluator.markers import last_marked
 from evaluator.outputs import OutputKind, delivered_url, output_kind
 from evaluator.report import Report
+from evaluator.secrets import redact_text, redact_url
 from evaluator.service.settings import ServiceSettings
 from evaluator.service.webhook import ArtifactVersion, Delivery, submission_id
 from evaluator.sources import path_of
@@ -276,4 +277,5 @@ def pin(artifact: ArtifactVersion, api_key: str | None) -> ArtifactVersion:
 
 
 def _unreachable(address: str, exc: BaseException) -> str:
-    return f"the Ray cluster at {address} cannot be reached: {first_line(exc)}"
+    """Served (503 bodies, /readyz) and logged: the address and the client's message without their secrets."""
+    return f"the Ray cluster at {redact_url(address)} cannot be reached: {redact_text(first_line(exc))}"

@@ -12,7 +12,8 @@ docs, whose top-level `event_type` is a literal). `artifact_version_string` is r
 Authentication (the same docs, "Troubleshoot your webhook"): W&B sends the webhook's access token as
 `Authorization: Bearer <token>` and, when the webhook has a secret, `X-Wandb-Signature: base64(HMAC-SHA256(
 secret, body))`. A delivery is authentic when either proves knowledge of our shared secret; both are compared
-in constant time (`hmac.compare_digest`).
+in constant time (`hmac.compare_digest`). A header value that is not UTF-8 (aiohttp hands its bytes over as
+surrogates) proves nothing: 401, like any wrong one.
 """
 
 from __future__ import annotations
@@ -105,25 +106,41 @@ class Delivery(BaseModel):
 
 
 def parse_delivery(body: bytes) -> Delivery:
-    """The delivery in `body`; raises ValueError (bad JSON) or pydantic's ValidationError."""
+    """The delivery in `body`; raises ValueError (bad JSON, JSON nested deeper than the parser's recursion
+    allows, a number of over 4,300 digits) or pydantic's ValidationError."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"the body is not JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("the body nests JSON too deeply to be a delivery") from None
     return Delivery.model_validate(data)
 
 
 def authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
     """Either `Authorization: Bearer <secret>` or `X-Wandb-Signature: base64(HMAC-SHA256(secret, body))`."""
-    key = secret.encode()
-    scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key):
+    if bearer(headers, secret):
         return True
-    signature = headers.get("X-Wandb-Signature", "").strip()
+    signature = _utf8(headers.get("X-Wandb-Signature", "").strip())
     if signature:
-        expected = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest())
-        return hmac.compare_digest(signature.encode(), expected)
+        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+        return hmac.compare_digest(signature, expected)
     return False
+
+
+def bearer(headers: Mapping[str, str], secret: str) -> bool:
+    """`Authorization: Bearer <secret>` (the scheme in any case), compared in constant time."""
+    scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
+    given = _utf8(token.strip())
+    return scheme.lower() == "bearer" and given is not None and hmac.compare_digest(given, secret.encode())
+
+
+def _utf8(value: str) -> bytes | None:
+    """A header's value as the bytes it was sent as, None when those were not UTF-8 (surrogates)."""
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        return None
 
 
 def sign(body: bytes, secret: str) -> str:

@@ -3,7 +3,8 @@ process), SQLite's WAL mode and write locks, migrations on first use, and the er
 
 Errors: a database that cannot be reached or that goes away mid-run is an outage (`ServiceUnavailable`,
 exit 3, retryable); a URL that is wrong is bad usage (exit 2). Either message names the database by its URL
-with the password masked, never the driver's raw message (which could carry the connection string).
+with its secrets masked (`masked`: the password, and secret query parameters such as `?password=`), never
+the driver's raw message (which could carry the connection string).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, litera
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from evaluator.secrets import Redactor, redact_url, url_secrets
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,9 @@ _LOCK = threading.Lock()
 
 
 def masked(url: str) -> str:
-    """The URL with its password replaced by ***, for every message and log line."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable database URL>"
+    """The URL with its secrets replaced by ***, for every message and log line: the userinfo's password and
+    secret query parameters (`?user=u&password=...`, which libpq and SQLAlchemy accept too): `redact_url`."""
+    return redact_url(url)
 
 
 def normalized(url: str) -> str:
@@ -159,5 +159,5 @@ def errors_of(url: str, doing: str) -> Iterator[None]:
 
 
 def _without_url(message: str, url: str) -> str:
-    password = make_url(url).password
-    return message.replace(str(password), "***") if password else message
+    """A driver's message without the URL's secrets, in any of their forms, nor any URL's."""
+    return Redactor(url_secrets(url))(message)

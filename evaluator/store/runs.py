@@ -14,6 +14,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from evaluator import __version__
 from evaluator.report import CheckpointReport, Timing
+from evaluator.secrets import redact_tree
 from evaluator.store.database import errors_of, open_database
 from evaluator.store.schema import checkpoints, run_checkpoints, runs
 
@@ -37,6 +38,8 @@ class RunLog:
     """Records one run; `run_id` is what its episodes reference."""
 
     def __init__(self, url: str, name: str, suite: str, config: dict) -> None:
+        """`config` is stored redacted (`redact_tree`): the secrets of any URL in it (OUTPUT_URI, RAY_ADDRESS...)
+        never reach the database; the caller's SecretStr fields (the database URL, API keys) are already ***."""
         self.url = url
         self._engine = open_database(url)
         with errors_of(url, "recording the run"), self._engine.begin() as connection:
@@ -45,7 +48,7 @@ class RunLog:
                 "suite": suite,
                 "evaluator_version": __version__,
                 "status": RunStatus.RUNNING,
-                "config": config,
+                "config": redact_tree(config),
                 "timing": None,
                 "started_at": time.time(),
                 "finished_at": None,
