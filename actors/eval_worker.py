@@ -1,6 +1,6 @@
 """`EvalWorker`: owns a device and an LRU cache of loaded policies; runs work units with `sim.runner`.
 
-A plain class, so tests call it directly. `evaluator.ray_cluster` makes the actor: its subclass
+A plain class, so tests call it directly. `evaluator.run.ray_cluster` makes the actor: its subclass
 `RayEvalWorker` asks Ray inside the actor process for the GPU ids and node it got, and
 `ray.remote(RayEvalWorker).options(num_cpus=..., num_gpus=..., max_restarts=0)` chooses the resources where
 the work is launched.

@@ -11,7 +11,7 @@ from sim.runner import EpisodeJob
 @dataclass(frozen=True)
 class WorkUnit:
     """Episodes for one checkpoint, played together in one lockstep batch: of one environment, or of
-    several with the same agent count (`evaluator.plan` packs them, so that suites with few episodes per
+    several with the same agent count (`evaluator.run.plan` packs them, so that suites with few episodes per
     environment still batch many rows per forward)."""
 
     unit_id: int

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from evaluator import statistics
 from evaluator.config import EvalConfig, Execution
-from evaluator.driver import evaluate
+from evaluator.reduce import statistics
+from evaluator.run.driver import evaluate
 from sim.suites import get_suite
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policies" / "navigator_bc"

@@ -2,7 +2,7 @@
 
     python -m bench.packing            # ~1 minute on 2 cores
 
-One `EvalWorker` (what each Ray actor is) plays the units of `evaluator.plan.make_plan` for the example MLP
+One `EvalWorker` (what each Ray actor is) plays the units of `evaluator.run.plan.make_plan` for the example MLP
 on the `navigation` suite, one torch thread, shard size 32 (the CLI's default):
 (full)     the suite's own episode counts (444 episodes);
 (packed)   2 episodes per environment, units packing environments of one agent count (today's plan);
@@ -22,7 +22,7 @@ import torch
 from actors.eval_worker import EvalWorker
 from actors.protocol import WorkUnit
 from bench.cli_runs import CKPT, checkpoint_bytes
-from evaluator.plan import make_plan
+from evaluator.run.plan import make_plan
 from evaluator.sources import resolve
 from sim.suites import get_suite
 

@@ -39,7 +39,7 @@ def synthetic_page(directory: Path, checkpoints: int, environments: int = 20) ->
     """Draw a page of `checkpoints` x `environments` random scores into `directory`; seconds it took."""
     import random
 
-    from evaluator.report import Report, Timing
+    from evaluator.reduce.report import Report, Timing
     from evaluator.scorecard.page import render_page
     from evaluator.scorecard.rows import Cell, Row
 

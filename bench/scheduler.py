@@ -3,7 +3,7 @@ with many units each and for many checkpoints with few, so a cost that grows wit
 
     python -m bench.scheduler          # a few seconds
 
-`evaluator.work_queue.WorkQueue` with 16 workers and 2 units in flight each, driven by a loop that plays the
+`evaluator.run.work_queue.WorkQueue` with 16 workers and 2 units in flight each, driven by a loop that plays the
 workers (completions in a seeded random order, each worker reporting a policy cache of 4): every dispatch,
 completion and cache report the scheduler makes, without Ray. The loop's own bookkeeping is included, so
 the figures are an upper bound on the queue's cost. Target: < 20 us per unit, flat across the rows.
@@ -16,7 +16,7 @@ import sys
 import time
 
 from actors.protocol import WorkUnit
-from evaluator.work_queue import WorkQueue
+from evaluator.run.work_queue import WorkQueue
 from sim.runner import EpisodeJob
 from sim.suites import get_suite
 

@@ -1,6 +1,6 @@
 """`python -m evaluator` is the `policy-evaluator` command."""
 
-from evaluator.cli import main
+from evaluator.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ class Device(StrEnum):
 
 class Execution(StrEnum):
     AUTO = "auto"
-    """Small plans in this process when no cluster is asked for (evaluator.in_process), else Ray."""
+    """Small plans in this process when no cluster is asked for (evaluator.run.in_process), else Ray."""
     RAY = "ray"
     IN_PROCESS = "in-process"
 
@@ -71,10 +71,10 @@ class EvalConfig(BaseModel):
     """Glob over environment names, e.g. 'maze*'."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
     cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
-    """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.worker_layout`)."""
+    """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.run.worker_layout`)."""
     gpus_per_worker: float | None = Field(default=None, gt=0, le=8)
     """GPUs per worker with `--device cuda`; None: fill the GPU nodes (one worker per `cpus_per_worker` CPUs,
-    sharing the node's GPUs), or 1 each with `num_workers` (`evaluator.worker_layout`)."""
+    sharing the node's GPUs), or 1 each with `num_workers` (`evaluator.run.worker_layout`)."""
     shard_size: int = Field(default=32, ge=1, le=100_000)
     """Episodes per work unit: small enough to balance workers, large enough to batch in lockstep."""
     max_resident_checkpoints: int | None = Field(default=None, ge=1, le=100_000)
@@ -100,13 +100,13 @@ class EvalConfig(BaseModel):
     """Attach to this Ray cluster (RAY_ADDRESS); otherwise start a local Ray."""
     scale_up_timeout: float = Field(default=900.0, gt=0, le=24 * 3600)
     """Seconds to wait for Ray's autoscaler to add a GPU node when `--device cuda` finds none (scale from zero,
-    `evaluator.autoscaling`); then the run fails as an outage (exit 3). An EKS GPU node (EC2 launch, image pull)
+    `evaluator.run.autoscaling`); then the run fails as an outage (exit 3). An EKS GPU node (EC2 launch, image pull)
     takes minutes, not seconds."""
     prices_file: Path | None = None
-    """The price table of the report's cost estimate (`evaluator.prices`); None: the packaged
-    evaluator/prices.yaml (AWS on-demand list prices)."""
+    """The price table of the report's cost estimate (`evaluator.cost.prices`); None: the packaged
+    evaluator/cost/prices.yaml (AWS on-demand list prices)."""
     execution: Execution = Execution.AUTO
-    """Where episodes run: `auto` (small plans in this process, see evaluator.in_process), `ray`, `in-process`."""
+    """Where episodes run: `auto` (small plans in this process, see evaluator.run.in_process), `ray`, `in-process`."""
     checkpoints: str = "latest"
     """Checkpoint selection: latest, all, last:N, every:K, or explicit versions v3,v7."""
     wandb_entity: str = "metta-ai"

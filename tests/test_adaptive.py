@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator.adaptive import AdaptiveRule
 from evaluator.config import EvalConfig, Execution
-from evaluator.driver import evaluate
+from evaluator.reduce.adaptive import AdaptiveRule
+from evaluator.run.driver import evaluate
 from sim.suites import get_suite
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "policies" / "navigator_bc"

@@ -1,4 +1,4 @@
-"""Scale from zero (`evaluator.autoscaling`).
+"""Scale from zero (`evaluator.run.autoscaling`).
 
 The `cluster` tests run Ray's real autoscaler v2 over its fake multi-node provider (`tests.support.autoscaler`):
 a head with no CPUs for work and one node type with a GPU, at zero nodes, idle timeout 6 s. `policy-evaluator
@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
-from evaluator import autoscaling
-from evaluator.autoscaling import GpuNodes, fits_a_node, is_infeasible
 from evaluator.config import EvalConfig
+from evaluator.run import autoscaling
+from evaluator.run.autoscaling import GpuNodes, fits_a_node, is_infeasible
 from sim.errors import ServiceUnavailable, UsageError
 from tests.support.autoscaler import FAKE_HEAD_NODE_ID, AutoscalingHead, running_autoscaling_head
 from tests.support.ray_head import VENV_BIN
@@ -159,7 +159,7 @@ def test_an_empty_gpu_group_scales_up_for_the_evaluation_and_down_after(head: Au
 
 def joined_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if "a GPU node joined" in line]
-    return lines[-1].split("evaluator.autoscaling: ")[-1] if lines else "not logged"
+    return lines[-1].split("evaluator.run.autoscaling: ")[-1] if lines else "not logged"
 
 
 @pytest.mark.cluster
@@ -283,7 +283,7 @@ def test_an_infeasible_request_is_bad_usage_and_withdrawn(monkeypatch):
 def test_no_node_within_the_timeout_is_an_outage_and_the_request_is_renewed(monkeypatch, caplog):
     cluster = FakeCluster(monkeypatch, [[CPU_NODE]], [reply()])
     timeout = {"scale_up_timeout": 30.0}  # --scale-up-timeout 30
-    caplog.set_level("INFO", logger="evaluator.autoscaling")
+    caplog.set_level("INFO", logger="evaluator.run.autoscaling")
     with pytest.raises(ServiceUnavailable, match="within 30 s"):
         GpuNodes(cuda(**timeout)).ensure()
     waited = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for a GPU node")]

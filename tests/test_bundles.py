@@ -19,7 +19,7 @@ from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.simulator.simulator import Simulation
 
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 from evaluator.sources import resolve
 from sim.bundles import write_bundle
 from sim.envs import build_config

@@ -10,12 +10,12 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from evaluator import cli
-from evaluator.cli import MARKER_END, MARKER_START, app
-from evaluator.cli_options import EVALUATION_OPTIONS
+from evaluator.cli import app as cli
+from evaluator.cli.app import MARKER_END, MARKER_START, app
+from evaluator.cli.options import EVALUATION_OPTIONS
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
-from evaluator.report import Report
+from evaluator.reduce.report import Report
+from evaluator.run.driver import evaluate
 from sim.errors import ServiceUnavailable, UsageError
 from sim.replays import read_replay
 
@@ -187,14 +187,14 @@ def test_the_entrypoint_reads_the_seeds_variables_through_its_options():
 )
 def test_one_wrapper_maps_every_commands_exceptions(monkeypatch, tmp_path: Path, error, code: int, retryable: bool):
     """run, sweep and entrypoint through the same mapping; the entrypoint keeps exit 1 for bad usage."""
-    import evaluator.driver
-    import evaluator.sweep
+    import evaluator.run.driver
+    import evaluator.run.sweep
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(evaluator.driver, "evaluate", fail)
-    monkeypatch.setattr(evaluator.sweep, "sweep", fail)
+    monkeypatch.setattr(evaluator.run.driver, "evaluate", fail)
+    monkeypatch.setattr(evaluator.run.sweep, "sweep", fail)
     common = ["-p", "builtin://random", "--data-dir", str(tmp_path)]
     for command, expected in (("run", code), ("sweep", code), ("entrypoint", 1 if code == 2 else code)):
         result = runner.invoke(app, [command, *common] + (["--no-progress"] if command != "entrypoint" else []))

@@ -21,7 +21,7 @@ from ray._private.state import state
 from ray.cluster_utils import Cluster
 
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 
 pytestmark = pytest.mark.cluster
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from actors.protocol import UnitResult
-from evaluator.collector import Collector, Entry
 from evaluator.outputs.local import EpisodeTable
-from evaluator.plan import make_plan
-from evaluator.report_assembly import checkpoint_metrics
+from evaluator.reduce.assembly import checkpoint_metrics
+from evaluator.reduce.collector import Collector, Entry
+from evaluator.run.plan import make_plan
 from evaluator.sources import Checkpoint
 from sim.metrics import EpisodeResult
 from sim.suites import get_suite
@@ -55,8 +55,8 @@ def test_the_streamed_report_is_the_full_reports_json(tmp_path: Path):
     """report.json written checkpoint by checkpoint is byte for byte what dumping the whole report gives
     (two policies, one with no checkpoints, an error, a replay URL), and reads back as the same report."""
     from evaluator.outputs.local import write_report_streamed
-    from evaluator.report import CheckpointReport, Timing
-    from evaluator.report_assembly import build_report
+    from evaluator.reduce.assembly import build_report
+    from evaluator.reduce.report import CheckpointReport, Timing
 
     results = [
         played(job) for unit in make_plan([Checkpoint("c", "u", "v", "d")], SUITE, shard_size=1) for job in unit.jobs

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from actors.protocol import UnitResult, WorkUnit
-from evaluator.cost import CheckpointIdentity, Usage, apportion, cost_metrics, cost_report
-from evaluator.node_clock import NodeClock, NodeLedger, NodeLifetime, node_type
-from evaluator.prices import DEFAULT_PRICES_FILE, load_prices
+from evaluator.cost.estimate import CheckpointIdentity, Usage, apportion, cost_metrics, cost_report
+from evaluator.cost.node_clock import NodeClock, NodeLedger, NodeLifetime, node_type
+from evaluator.cost.prices import DEFAULT_PRICES_FILE, load_prices
 from sim.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]

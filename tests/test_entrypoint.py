@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from evaluator.markers import MARKER_END, MARKER_START
 
 pytestmark = pytest.mark.usefixtures("ray_session")

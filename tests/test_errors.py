@@ -21,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 from tests.conftest import state_dict_bytes, submission_zip, tiny_model
 from tests.support.fake_wandb import DROP
 from tests.support.s3 import deny_after
@@ -176,7 +176,7 @@ def _not_written(name: str) -> Callable[[Ctx], None]:
 def _recorded_run(ctx: Ctx) -> list[str]:
     """--data-dir of a results database holding one run (`results` asks the database only when it has one)."""
     from evaluator.config import EvalConfig, results_db_url
-    from evaluator.report import Timing
+    from evaluator.reduce.report import Timing
     from evaluator.store.runs import RunLog
 
     url = results_db_url(EvalConfig.model_construct(data_dir=ctx.tmp / "data", results_db=None))

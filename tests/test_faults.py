@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evaluator.config import EvalConfig
-from evaluator.driver import RunOutcome, evaluate
+from evaluator.run.driver import RunOutcome, evaluate
 from tests.conftest import submission_zip
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import EvalConfig, Execution
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "policies" / "navigator_bc" / "ckpt_0004"
 HOSTILE = "<!--<script>alert('ckpt')<script x=\"&amp;\">"

@@ -23,7 +23,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from packaging.specifiers import SpecifierSet
 
-from evaluator.cli import app
+from evaluator.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -182,7 +182,7 @@ def test_production_is_the_wheel_only_non_root_with_the_entrypoint_command():
     (entrypoint,) = [value for kind, value in production if kind == "ENTRYPOINT"]
     command = json.loads(entrypoint)  # exec form, so signals reach the CLI
     assert command == ["policy-evaluator", "entrypoint"]
-    assert pyproject()["project"]["scripts"][command[0]] == "evaluator.cli:main"
+    assert pyproject()["project"]["scripts"][command[0]] == "evaluator.cli.app:main"
     assert command[1] in typer.main.get_command(app).commands, "ENTRYPOINT names a command the CLI has"
 
 
@@ -210,7 +210,7 @@ def test_dockerignore_keeps_environments_outputs_and_secrets_out_but_not_the_sou
 
     for path in (".venv", ".git", "data", ".env", ".env.local", "evaluator/__pycache__", "policy_evaluator.egg-info"):
         assert ignored(path), f"{path} would enter the build context"
-    for path in ("pyproject.toml", "README.md", "evaluator/cli.py", "actors", "sim/suites", ".env.example"):
+    for path in ("pyproject.toml", "README.md", "evaluator/cli/app.py", "actors", "sim/suites", ".env.example"):
         assert not ignored(path), f"{path} is needed by the build"
 
 

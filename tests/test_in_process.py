@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import Device, EvalConfig, Execution
-from evaluator.driver import evaluate
-from evaluator.in_process import SMALL_PLAN_AGENT_STEPS, runs_in_process
-from evaluator.plan import make_plan
+from evaluator.run.driver import evaluate
+from evaluator.run.in_process import SMALL_PLAN_AGENT_STEPS, runs_in_process
+from evaluator.run.plan import make_plan
 from evaluator.sources import resolve
 from sim.suites import get_suite
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 from tests.conftest import state_dict_bytes, tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -48,11 +48,11 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     last one is reported, so the scheduler never holds more than the few checkpoints its workers are on."""
     import ray
 
-    from evaluator.plan import make_plan
-    from evaluator.ray_cluster import worker_factory
-    from evaluator.scheduler import Scheduler
+    from evaluator.run.plan import make_plan
+    from evaluator.run.ray_cluster import worker_factory
+    from evaluator.run.scheduler import Scheduler
+    from evaluator.run.unit_stream import FixedUnits
     from evaluator.sources import resolve
-    from evaluator.unit_stream import FixedUnits
     from sim.suites import get_suite
 
     run = tmp_path / "run"

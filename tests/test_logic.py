@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from actors.eval_worker import EvalWorker, resolve_device
 from evaluator.config import EvalConfig, default_run_name
-from evaluator.plan import make_plan
-from evaluator.report_assembly import checkpoint_metrics
+from evaluator.reduce.assembly import checkpoint_metrics
+from evaluator.run.plan import make_plan
 from evaluator.sources import resolve
 from evaluator.sources.files import natural_key
 from evaluator.sources.selection import select

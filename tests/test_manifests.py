@@ -268,7 +268,7 @@ def test_pods_request_resources_and_land_on_their_node_groups(overlay, rendered)
             instance_type = group["labels"]["instance-type"]
             node_group = group["template"]["spec"]["nodeSelector"][NODEGROUP_LABEL]
             assert instance_type == node_groups[node_group]["instanceType"], group["groupName"]
-            assert instance_type in prices, f"{instance_type}: not in evaluator/prices.yaml"
+            assert instance_type in prices, f"{instance_type}: not in evaluator/cost/prices.yaml"
         if cluster.get("enableInTreeAutoscaling"):
             autoscaler = cluster["autoscalerOptions"]["resources"]
             assert {"cpu", "memory"} <= set(autoscaler["requests"]), "the autoscaler sidecar requests too"
@@ -341,7 +341,7 @@ def test_gpu_workers_scale_from_zero_with_autoscaler_v2(overlay, rendered):
     """Every cluster (RayJob, RayCronJob, RayCluster) runs Ray's autoscaler v2 with the same options and an idle
     timeout; the head does no work (num-cpus 0, no GPU); the `gpu` group rests at zero Pods (minReplicas and
     replicas 0) and may grow. KubeRay's own rules for v2 hold: no RAY_enable_autoscaler_v2 next to `version`,
-    restartPolicy Never or unset. (evaluator/autoscaling.py asks for the GPU node; tests/test_autoscale.py runs
+    restartPolicy Never or unset. (evaluator/run/autoscaling.py asks for the GPU node; tests/test_autoscale.py runs
     the real autoscaler.)"""
     options = set()
     for doc in ray_resources(rendered[overlay]):
@@ -375,7 +375,7 @@ def test_gpu_workers_scale_from_zero_with_autoscaler_v2(overlay, rendered):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_jobs_are_bounded_and_run_the_evaluator_with_markers(overlay, rendered):
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     run_options = {
         opt
@@ -481,7 +481,7 @@ def test_overlay_patches_refuse_a_reordered_base(tmp_path: Path):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_references_resolve_and_configuration_is_the_seeds(overlay, rendered):
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     seed_variables = {
         param.envvar for param in typer.main.get_command(app).commands["run"].params if isinstance(param.envvar, str)
@@ -582,7 +582,7 @@ READ_ONLY_ROOT_VARIABLES = {"HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFI
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_webhook_deployment_runs_serve_hardened_and_probed(overlay, rendered):
-    from evaluator.cli import app
+    from evaluator.cli.app import app
     from evaluator.service import ServiceSettings, create_app
 
     documents = rendered[overlay]
@@ -672,7 +672,7 @@ def test_every_head_mounts_the_shared_data_volume_at_data_dir(overlay, rendered)
 def test_docs_webhooks_names_what_exists(rendered):
     """docs/webhooks.md: the cluster/ paths, the resources it addresses by kind and name, the Secrets it creates
     and the variables it names all exist (in the manifests, the Secret templates, or `serve`/`sweep`)."""
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     text = (ROOT / "docs" / "webhooks.md").read_text()
     for path in set(re.findall(r"\bcluster/[\w./-]+", text)):
@@ -753,7 +753,7 @@ def test_every_evaluator_container_gets_results_db_url_from_its_secret(overlay, 
 def test_commands_given_results_db_url_read_it():
     """The Ray heads run `run` (RayJob) and `sweep` (RayCronJob, the webhook's jobs), the webhook Deployment
     `serve`: each command given RESULTS_DB_URL reads it (`--results-db`)."""
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     commands = typer.main.get_command(app).commands
     reading = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.cli import MARKER_END, MARKER_START
+from evaluator.cli.app import MARKER_END, MARKER_START
 from tests.support.ray_head import RayHead, running_head
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from evaluator.cli import app
-from evaluator.report import CheckpointMetrics, CheckpointReport, EnvironmentMetrics, Timing
+from evaluator.cli.app import app
+from evaluator.reduce.report import CheckpointMetrics, CheckpointReport, EnvironmentMetrics, Timing
 from evaluator.store.database import masked
 from evaluator.store.queries import BestCheckpoints, PolicyHistory, RecentRuns, RunDetail
 from evaluator.store.runs import RecordedCheckpoint, RunLog

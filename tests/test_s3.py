@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
 from evaluator.outputs import OutputError
 from evaluator.outputs.s3 import upload_run
-from evaluator.report import Report
+from evaluator.reduce.report import Report
+from evaluator.run.driver import evaluate
 from evaluator.sources import SourceSettings, fetch, resolve
 from evaluator.sources.s3 import candidates
 from sim.errors import ServiceUnavailable, UsageError

@@ -20,12 +20,12 @@ import pytest
 from aiohttp import web
 
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
-from evaluator.report import CheckpointReport, Report
+from evaluator.reduce.report import CheckpointReport, Report
+from evaluator.run.driver import evaluate
 from evaluator.scorecard.page import local_replay, replay_refs
 from evaluator.scorecard.rows import RowCollector, row_of, rows_of
+from evaluator.scorecard.server import run_directory, served_file
 from evaluator.store.queries import leaderboard
-from evaluator.view_server import run_directory, served_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 VENV_BIN = Path(sys.executable).parent

@@ -290,7 +290,7 @@ def test_the_service_never_shows_a_ray_address_password():
 
 
 def test_the_reports_delivery_status_names_output_uri_without_secrets():
-    from evaluator.report import OutputStatus
+    from evaluator.reduce.report import OutputStatus
 
     status = OutputStatus(
         uri=f"https://b.s3.amazonaws.com/out?X-Amz-Signature={CORE}",

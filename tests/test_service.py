@@ -34,10 +34,10 @@ from pydantic import ValidationError
 from ray.job_submission import JobSubmissionClient
 
 from evaluator.markers import MARKER_END, MARKER_START
+from evaluator.run.sweep_results import CheckpointState
 from evaluator.service import ServiceSettings, create_app
 from evaluator.service.jobs import RETRY_SUFFIX, RayJobs, from_logs
 from evaluator.service.webhook import ArtifactVersion, Delivery, authentic, parse_delivery, sign, submission_id
-from evaluator.sweep_results import CheckpointState
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.fake_wandb import FakeWandb, reset_wandb, running_fake_wandb
 from tests.support.raw_http import Served
@@ -659,8 +659,8 @@ def test_jobs_select_latest_of_the_pinned_version():
 def test_the_service_imports_neither_torch_nor_mettagrid_nor_the_cli():
     code = (
         "import sys, evaluator.service; "
-        "print(sorted(m for m in ('torch', 'mettagrid', 'evaluator.cli', 'evaluator.sweep', 'evaluator.driver') "
-        "if m in sys.modules))"
+        "modules = ('torch', 'mettagrid', 'evaluator.cli.app', 'evaluator.run.sweep', 'evaluator.run.driver'); "
+        "print(sorted(m for m in modules if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert loaded.stdout.strip() == "[]", loaded.stdout

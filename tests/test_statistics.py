@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluator.statistics import (
+from evaluator.reduce.statistics import (
     iqm,
     mean_interval,
     mean_of_means,
@@ -97,9 +97,9 @@ def test_a_run_reports_intervals_and_paired_verdicts_narrower_than_unpaired(tmp_
 
     import pyarrow.parquet as pq
 
+    from evaluator.cli.summary import summary_tables
     from evaluator.config import EvalConfig, Execution
-    from evaluator.driver import evaluate
-    from evaluator.summary import summary_tables
+    from evaluator.run.driver import evaluate
 
     examples = Path(__file__).parents[1] / "examples" / "policies" / "navigator_bc"
     config = EvalConfig(
@@ -150,7 +150,7 @@ def test_normalized_scores_map_low_to_0_and_high_to_1(tmp_path):
     from pathlib import Path
 
     from evaluator.config import EvalConfig, Execution
-    from evaluator.driver import evaluate
+    from evaluator.run.driver import evaluate
 
     checkpoint = str(Path(__file__).parents[1] / "examples" / "policies" / "navigator_bc" / "ckpt_0002")
     config = EvalConfig(
@@ -174,8 +174,8 @@ def test_normalized_scores_map_low_to_0_and_high_to_1(tmp_path):
 
 
 def test_each_checkpoint_is_compared_with_its_policys_previous_the_best_and_the_baseline():
-    from evaluator.comparisons import RunScores
-    from evaluator.report import CheckpointReport
+    from evaluator.reduce.comparisons import RunScores
+    from evaluator.reduce.report import CheckpointReport
     from sim.suites import get_suite
 
     suite = get_suite("smoke").with_episodes(4)

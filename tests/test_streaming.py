@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.checkpoint_feed import CheckpointFeed
 from evaluator.config import EvalConfig, Execution
-from evaluator.driver import evaluate
+from evaluator.run.checkpoint_feed import CheckpointFeed
+from evaluator.run.driver import evaluate
 from evaluator.sources import Candidate
 from sim.errors import EvaluatorError
 from tests.conftest import state_dict_bytes, tiny_model

@@ -24,14 +24,14 @@ import pytest
 from sqlalchemy import create_engine, delete, func, insert, inspect, select
 from sqlalchemy.engine import make_url
 
-import evaluator.sweep
+import evaluator.run.sweep
 from evaluator.config import EvalConfig
+from evaluator.run.sweep import CheckpointState, SweepConfig, SweepResult, sweep
 from evaluator.sources import resolve
 from evaluator.store.database import open_database
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.leases import Heartbeat, LeaseRecord, LeaseTable
 from evaluator.store.schema import episodes, leases
-from evaluator.sweep import CheckpointState, SweepConfig, SweepResult, sweep
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.ray_head import VENV_BIN, RayHead, running_head
 
@@ -266,13 +266,13 @@ def test_two_sweeps_at_once_never_evaluate_a_checkpoint_twice(
 
     monkeypatch.setattr(EpisodeStore, "put", counting_put)
     # Store look-ups slowed down, so that the two sweeps' claims interleave.
-    original_missing = evaluator.sweep.missing_episodes
+    original_missing = evaluator.run.sweep.missing_episodes
 
     def slow_missing(*args):
         time.sleep(0.05)
         return original_missing(*args)
 
-    monkeypatch.setattr(evaluator.sweep, "missing_episodes", slow_missing)
+    monkeypatch.setattr(evaluator.run.sweep, "missing_episodes", slow_missing)
     configs = {
         "forward": sweep_config(data, str(run), run_name="forward", results_db=results_db_url),
         "backward": sweep_config(
@@ -391,7 +391,7 @@ def test_two_sweep_processes_at_once_play_each_episode_once(head: RayHead, tmp_p
 def test_sweep_usage_errors_exit_2(tmp_path: Path, results_db_url: str, monkeypatch: pytest.MonkeyPatch):
     from typer.testing import CliRunner
 
-    from evaluator.cli import app
+    from evaluator.cli.app import app
 
     monkeypatch.delenv("RESULTS_DB_URL", raising=False)
     runner = CliRunner()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import EvalConfig, Execution
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 from evaluator.sources import resolve
 from sim.bundles import write_bundle
 from sim.errors import PolicyError

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator import view_server
-from evaluator.view_server import application
+from evaluator.scorecard import server as view_server
+from evaluator.scorecard.server import application
 from tests.support.raw_http import Answer, Served
 
 DATABASE = b"SQLite format 3\x00 the results database of DATA_DIR"

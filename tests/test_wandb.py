@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from evaluator.cli import app
+from evaluator.cli.app import app
+from evaluator.clients.wandb import KeyRejected, api, wandb_errors
 from evaluator.config import EvalConfig
-from evaluator.driver import evaluate
+from evaluator.run.driver import evaluate
 from evaluator.sources import SourceSettings, resolve
 from evaluator.sources.wandb import parse_wandb_uri
-from evaluator.wandb_client import KeyRejected, api, wandb_errors
 from sim.errors import ServiceUnavailable, UsageError
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.fake_wandb import DROP, FakeWandb, reset_wandb
@@ -170,7 +170,7 @@ def test_an_unreachable_server_is_not_a_rejected_key(
 
 def test_request_failures_after_login_tell_answers_from_outages(fake_wandb: FakeWandb, tmp_path: Path):
     """wandb-core reports both a refused request and one it gave up retrying with HTTP status 0; the words
-    "giving up after" (evaluator.wandb_client.GAVE_UP) tell them apart, against the real client."""
+    "giving up after" (evaluator.clients.wandb.GAVE_UP) tell them apart, against the real client."""
     seed_run(fake_wandb, versions=1)
     client = api(fake_wandb.api_key)
     fake_wandb.fail_graphql("ArtifactMembershipByName", "permission denied")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from actors.protocol import WorkUnit
-from evaluator.work_queue import WorkQueue
+from evaluator.run.work_queue import WorkQueue
 from sim.runner import EpisodeJob
 from sim.suites import get_suite
 

@@ -1,4 +1,4 @@
-"""The worker layout (`evaluator.worker_layout`), without Ray: GPU nodes filled with fractional-GPU workers,
+"""The worker layout (`evaluator.run.worker_layout`), without Ray: GPU nodes filled with fractional-GPU workers,
 explicit sizing keeping the uniform pool, shares that Ray can place."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evaluator.config import EvalConfig
-from evaluator.worker_layout import (
+from evaluator.run.worker_layout import (
     NodeResources,
     WorkerSlot,
     alive_nodes,

@@ -20,7 +20,7 @@ from sim.errors import EvaluatorError, UsageError
 
 if TYPE_CHECKING:
     from evaluator.config import EvalConfig
-    from evaluator.report import Report
+    from evaluator.reduce.report import Report
 
 
 class OutputError(EvaluatorError):
@@ -57,14 +57,14 @@ def preflight(output_uri: str, settings: SourceSettings) -> None:
     """Refuse an OUTPUT_URI that cannot work before any evaluation runs (hours of work would be lost)."""
     kind = output_kind(output_uri)
     if kind is OutputKind.S3:
-        from evaluator.s3 import client, parse_s3_uri, s3_errors
+        from evaluator.clients.s3 import client, parse_s3_uri, s3_errors
 
         location = parse_s3_uri(output_uri)
         with s3_errors(f"s3://{location.bucket}"):
             client().head_bucket(Bucket=location.bucket)
     elif kind is OutputKind.WANDB:
+        from evaluator.clients.wandb import require_key
         from evaluator.outputs.wandb import parse_output_uri
-        from evaluator.wandb_client import require_key
 
         parse_output_uri(output_uri)
         require_key(settings.wandb_api_key, output_uri)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluator.report import CheckpointReport, Report
+from evaluator.reduce.report import CheckpointReport, Report
 from sim.errors import UsageError
 from sim.metrics import EpisodeResult
 from sim.replays import REPLAY_SUFFIX

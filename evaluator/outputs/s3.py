@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from evaluator.clients.s3 import client, parse_s3_uri, s3_errors
 from evaluator.outputs import OutputError
-from evaluator.s3 import client, parse_s3_uri, s3_errors
 from sim.errors import EvaluatorError
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evaluator.cost import cost_metrics
+from evaluator.clients.wandb import require_key
+from evaluator.cost.estimate import cost_metrics
 from evaluator.outputs import OutputError
-from evaluator.report import CheckpointReport, Report
+from evaluator.reduce.report import CheckpointReport, Report
 from evaluator.sources import SourceSettings
-from evaluator.wandb_client import require_key
 from sim.errors import UsageError, first_line
 
 _OUTPUT_FORM = re.compile(r"^wandb://(?P<entity>[\w.\-]+)/(?P<project>[\w.\-]+)(?:/(?P<run_id>[\w.\-]+))?/?$")

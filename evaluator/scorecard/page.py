@@ -4,7 +4,7 @@ come from `evaluator.scorecard.figures`, and episode-0 replays are embedded (bas
 `embed_budget_bytes`, because a page opened from `file://` may not fetch files next to it. Replays beyond the
 budget are linked by URL (relative to the page when they are in DATA_DIR: this run's, or another run's whose
 stored episodes were reused), which `policy-evaluator view` serves; the player says so when it cannot fetch
-one. Only drawing here: the driver writes the page (`evaluator.driver.write_scorecard`).
+one. Only drawing here: the driver writes the page (`evaluator.run.driver.write_scorecard`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 
 from plotly.offline import get_plotlyjs
 
-from evaluator.report import Report
+from evaluator.reduce.report import Report
 from evaluator.scorecard.figures import environment_multiples, heatmap, suite_curve
 from evaluator.scorecard.rows import Row, rows_of
 
@@ -142,7 +142,7 @@ def timing_tables(report: Report) -> str:
 
 
 def cost_table(report: Report) -> str:
-    """The cost estimate by node type, with its total and what it does not count (`evaluator.cost`)."""
+    """The cost estimate by node type, with its total and what it does not count (`evaluator.cost.estimate`)."""
     cost = report.cost
     if cost is None:
         return "<p>no cost estimate in this report</p>"

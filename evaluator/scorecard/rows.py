@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from evaluator.report import CheckpointReport, Report
+from evaluator.reduce.report import CheckpointReport, Report
 
 
 @dataclass(frozen=True)

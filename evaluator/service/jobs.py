@@ -13,7 +13,7 @@ once, as `<job id>-retry` (again put-if-absent, so replicas racing to resubmit m
 periodic check (`resubmit_outages`), and by GET /jobs/{id} of the failed job, which then shows the retry.
 Any other failure is final: the input or the checkpoint is at fault, and running it again fails again.
 
-Imports stay light (no evaluator.cli, no torch, no mettagrid): the service only reads what jobs print.
+Imports stay light (no evaluator.cli.app, no torch, no mettagrid): the service only reads what jobs print.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
 from evaluator.markers import last_marked
 from evaluator.outputs import OutputKind, delivered_url, output_kind
-from evaluator.report import Report
+from evaluator.reduce.report import Report
+from evaluator.run.sweep_results import SweepResult, SweptCheckpoint
 from evaluator.secrets import redact_text, redact_url
 from evaluator.service.settings import ServiceSettings
 from evaluator.service.webhook import ArtifactVersion, Delivery, submission_id
 from evaluator.sources import path_of
-from evaluator.sweep_results import SweepResult, SweptCheckpoint
 from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class RayJobs:
         try:
             if output_kind(uri) is OutputKind.FILE:
                 return Report.model_validate_json(path_of(location).read_bytes())
-            from evaluator.s3 import client, download, parse_s3_uri
+            from evaluator.clients.s3 import client, download, parse_s3_uri
 
             return Report.model_validate_json(download(client(), parse_s3_uri(location)))
         except (OSError, ValueError, EvaluatorError) as exc:
@@ -263,7 +263,7 @@ def pin(artifact: ArtifactVersion, api_key: str | None) -> ArtifactVersion:
         return artifact
     if not api_key:
         raise ArtifactNotFound(f"{artifact} names an alias; the service needs WANDB_API_KEY to pin it to a version")
-    from evaluator.wandb_client import KeyRejected, api, wandb_errors
+    from evaluator.clients.wandb import KeyRejected, api, wandb_errors
 
     try:
         client = api(api_key, str(artifact))

@@ -4,7 +4,7 @@ Each scheme module provides `candidates(uri, settings) -> [Candidate]` in traini
 `uri_version(uri) -> str | None`, the version the URI itself names (`wandb://e/p/run:v3`, `.../run:v30/`), if
 any. `list_candidates` refuses a URI naming a version together with a selection other than `latest` (one
 would silently override the other) and applies the selection without downloading anything; `fetch` then
-downloads one chosen candidate (the driver streams them: `evaluator.checkpoint_feed`), `resolve` does both.
+downloads one chosen candidate (the driver streams them: `evaluator.run.checkpoint_feed`), `resolve` does both.
 
 A chosen checkpoint whose bytes cannot be fetched intact fails alone: its object vanished or is denied, a
 W&B file is gone, the connection dropped mid-download (after the client's own retries), a download fails

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 
-from evaluator.s3 import S3Location, client, download, parse_s3_uri, s3_errors
+from evaluator.clients.s3 import S3Location, client, download, parse_s3_uri, s3_errors
 from evaluator.sources import Candidate, SourceSettings
 from evaluator.sources.files import (
     CHECKPOINT_SUFFIXES,

@@ -31,10 +31,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluator.clients.wandb import api, require_key, wandb_errors
 from evaluator.sources import Candidate, SourceSettings
 from evaluator.sources.files import CHECKPOINT_SUFFIXES, SPEC_FILENAMES, epoch_of, is_policy_dir, zip_directory
 from evaluator.sources.selection import EpochOf, by_epoch
-from evaluator.wandb_client import api, require_key, wandb_errors
 from sim.errors import PolicyError, UsageError
 
 FORMS = (

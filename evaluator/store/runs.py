@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, delete, insert, select, update
 
 from evaluator import __version__
-from evaluator.report import CheckpointReport, Timing
+from evaluator.reduce.report import CheckpointReport, Timing
 from evaluator.secrets import redact_tree
 from evaluator.store.database import errors_of, open_database
 from evaluator.store.schema import checkpoints, run_checkpoints, runs

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
-from evaluator.comparisons import RunScores
 from evaluator.outputs.local import EpisodeRow, EpisodeTable, atomic_write, replay_path
-from evaluator.report import CheckpointMetrics, CheckpointReport, Timing
-from evaluator.report_assembly import checkpoint_metrics, episode_scores
+from evaluator.reduce.assembly import checkpoint_metrics, episode_scores
+from evaluator.reduce.comparisons import RunScores
+from evaluator.reduce.report import CheckpointMetrics, CheckpointReport, Timing
 from evaluator.sources import Checkpoint
 from evaluator.store.episodes import EpisodeStore
 from sim.metrics import EpisodeResult

@@ -1,10 +1,10 @@
 """The cost estimate: what the evaluation held (node lifetimes, where its workers ran, how long each
 checkpoint's units took) times the price table, in total, per node type, per checkpoint and per million
-agent-steps. Pure: `evaluator.driver` fills a `Usage` as the run goes, `cost_report` prices it at the end.
+agent-steps. Pure: `evaluator.run.driver` fills a `Usage` as the run goes, `cost_report` prices it at the end.
 
 What is counted: every node on which a worker of this evaluation ran (a pinned slot's node, a node a worker
 reported from), for its time up between Ray's start (or the node's arrival) and the end of the evaluation,
-as `evaluator.node_clock` saw it. Not counted: nodes that ran none of our workers, the head the driver runs
+as `evaluator.cost.node_clock` saw it. Not counted: nodes that ran none of our workers, the head the driver runs
 on included (unless workers ran there: a local `ray.init`), the autoscaler's idle time after the run,
 storage, transfer and discounts. A run in this process (no Ray) counts this machine (`local`) for the time
 its units ran. A checkpoint's share is its units' worker seconds (loading and playing) over every
@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from actors.protocol import UnitResult, WorkUnit
-from evaluator.node_clock import NodeLifetime
-from evaluator.prices import PriceTable
-from evaluator.report import CheckpointCost, CostReport, NodeTypeCost
+from evaluator.cost.node_clock import NodeLifetime
+from evaluator.cost.prices import PriceTable
+from evaluator.reduce.report import CheckpointCost, CostReport, NodeTypeCost
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Usage:
     worker_nodes: set[str] = field(default_factory=set)
     """Node ids where our workers ran."""
     lifetimes: list[NodeLifetime] = field(default_factory=list)
-    """Every node's time up during the evaluation (`evaluator.node_clock`), used or not."""
+    """Every node's time up during the evaluation (`evaluator.cost.node_clock`), used or not."""
 
     def record(self, unit: WorkUnit, result: UnitResult) -> None:
         self.busy_s[unit.checkpoint_index] += result.load_s + result.run_s

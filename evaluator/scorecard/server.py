@@ -42,7 +42,7 @@ HTML = "text/html; charset=utf-8"
 
 RUN_FILES = frozenset({"report.json", PAGE_NAME, "episodes.parquet", "sweep.json"})
 """The files a run writes at the top of its directory: report.json and episodes.parquet
-(evaluator.outputs.local), report.html (evaluator.scorecard.page), sweep.json (evaluator.sweep). With the
+(evaluator.outputs.local), report.html (evaluator.scorecard.page), sweep.json (evaluator.run.sweep). With the
 replays, the only files served."""
 REPLAYS = "replays"
 """A run's replays: `replays/<NNN_checkpoint>/<env>_ep<N>.json.z` (evaluator.outputs.local.replay_path)."""

@@ -1,5 +1,5 @@
 """Connecting to Ray and launching the worker pool: attach or start, then one actor per worker slot
-(`evaluator.worker_layout` decides the slots: how many actors, with which resources, on which nodes).
+(`evaluator.run.worker_layout` decides the slots: how many actors, with which resources, on which nodes).
 
 Resources are chosen here, where the workers are launched (not baked into the actor class).
 """
@@ -19,8 +19,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.eval_worker import EvalWorker
 from actors.protocol import WorkerStats
 from evaluator.config import EvalConfig
-from evaluator.node_clock import node_type
-from evaluator.worker_layout import WorkerSlot, alive_nodes, could_host, plan_workers, uniform_slots
+from evaluator.cost.node_clock import node_type
+from evaluator.run.worker_layout import WorkerSlot, alive_nodes, could_host, plan_workers, uniform_slots
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)
@@ -73,12 +73,12 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def worker_slots(config: EvalConfig, ray_nodes: Sequence[Mapping[str, Any]], num_units: int) -> list[WorkerSlot]:
-    """The pool for `ray.nodes()`' live nodes (`evaluator.worker_layout.plan_workers`)."""
+    """The pool for `ray.nodes()`' live nodes (`evaluator.run.worker_layout.plan_workers`)."""
     return plan_workers(config, alive_nodes(ray_nodes), num_units)
 
 
 def host_types(ray_nodes: Sequence[Mapping[str, Any]], slots: Sequence[WorkerSlot]) -> set[str]:
-    """The node types (`evaluator.node_clock.node_type`) of the live nodes that could host one of `slots`: the
+    """The node types (`evaluator.cost.node_clock.node_type`) of the live nodes that could host one of `slots`: the
     ones the price table must price before the evaluation starts."""
     resources = {node.node_id: node for node in alive_nodes(ray_nodes)}
     return {

@@ -8,8 +8,9 @@ from dataclasses import asdict
 import numpy as np
 
 from actors.protocol import WorkerStats
-from evaluator import __version__, statistics
-from evaluator.report import (
+from evaluator import __version__
+from evaluator.reduce import statistics
+from evaluator.reduce.report import (
     AdaptiveEpisodes,
     CheckpointMetrics,
     CheckpointReport,
@@ -37,7 +38,7 @@ def episode_scores(suite: Suite, results: Sequence[EpisodeResult]) -> list[np.nd
 
 def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
     """Reduce one checkpoint's episodes; environments keep the suite's order. Intervals per
-    `evaluator.statistics`, seeded by suite and environment: the same episodes give the same report."""
+    `evaluator.reduce.statistics`, seeded by suite and environment: the same episodes give the same report."""
     environments: dict[str, EnvironmentMetrics] = {}
     order = {env.name: i for i, env in enumerate(suite.envs)}
     scores = episode_scores(suite, results)

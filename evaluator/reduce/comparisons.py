@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluator import statistics
-from evaluator.report import CheckpointReport, Comparison, NormalizedScores
-from evaluator.report_assembly import compare
+from evaluator.reduce import statistics
+from evaluator.reduce.assembly import compare
+from evaluator.reduce.report import CheckpointReport, Comparison, NormalizedScores
 from sim.suites import Suite
 
 

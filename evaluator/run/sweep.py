@@ -7,7 +7,7 @@ are on). A sweep lists every checkpoint of each configured policy URI, skips the
 each of the others (in the same database: `evaluator.store.leases`, so sweeps on different nodes exclude
 each other), looks at the store again under the lease (a sweep that finished it meanwhile has released its
 lease), and evaluates the ones it holds in one `evaluate()` run: one report, delivered to OUTPUT_URI like any
-run's. What a sweep reports is `evaluator.sweep_results`.
+run's. What a sweep reports is `evaluator.run.sweep_results`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,20 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluator.config import MAX_SECONDS, EvalConfig, results_db_url
-from evaluator.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
 from evaluator.outputs import preflight_run
 from evaluator.outputs.local import atomic_write
+from evaluator.run.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
+from evaluator.run.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
 from evaluator.sources import Checkpoint, resolve
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.leases import Heartbeat, Lease, LeaseTable
-from evaluator.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
 from sim.errors import ServiceUnavailable
 from sim.suites import Suite
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointState", "SweepConfig", "SweepResult", "SweptCheckpoint", "sweep"]
-"""The result models live in `evaluator.sweep_results` and the leases in `evaluator.store.leases`."""
+"""The result models live in `evaluator.run.sweep_results` and the leases in `evaluator.store.leases`."""
 
 
 class SweepConfig(BaseModel):

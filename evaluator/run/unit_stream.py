@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from actors.protocol import UnitResult, WorkUnit
-from evaluator.adaptive import AdaptiveRule
-from evaluator.checkpoint_feed import CheckpointFeed
-from evaluator.collector import Collector
-from evaluator.plan import plan_checkpoint
-from evaluator.report_assembly import episode_scores
+from evaluator.reduce.adaptive import AdaptiveRule
+from evaluator.reduce.assembly import episode_scores
+from evaluator.reduce.collector import Collector
+from evaluator.run.checkpoint_feed import CheckpointFeed
+from evaluator.run.plan import plan_checkpoint
 from evaluator.sources import Checkpoint
 from evaluator.store.episodes import EpisodeStore, PlayedEpisode
 

@@ -1,6 +1,6 @@
 """Where the workers go: the cluster's nodes in, one slot per worker out (its node, CPUs and GPU share).
 
-Pure (no Ray): `evaluator.ray_cluster` reads `ray.nodes()` and launches one actor per slot.
+Pure (no Ray): `evaluator.run.ray_cluster` reads `ray.nodes()` and launches one actor per slot.
 
 Why fill GPU nodes: mettagrid's C++ step holds the GIL, so a worker steps its environments on one core. One
 worker per GPU leaves a node with 48 vCPUs and 4 GPUs stepping on 4 cores. So with `--device cuda` and no

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.config import Device, EvalConfig, Execution
-from evaluator.unit_stream import UnitSource
-from evaluator.worker_layout import DEFAULT_CPUS_PER_WORKER
+from evaluator.run.unit_stream import UnitSource
+from evaluator.run.worker_layout import DEFAULT_CPUS_PER_WORKER
 
 if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
     from actors.eval_worker import EvalWorker

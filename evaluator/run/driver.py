@@ -1,16 +1,16 @@
 """The driver: one evaluation end to end. List the policies' checkpoints -> download them a bounded number
-ahead (`evaluator.checkpoint_feed`) -> per checkpoint as it arrives, reuse stored episodes and plan the rest
-(`evaluator.unit_stream`) -> run the units in this process when the plan is small (`evaluator.in_process`),
-else start (or attach to) Ray and a pool of `EvalWorker` actors (`evaluator.ray_cluster`) and stream the units
-to them (`evaluator.scheduler`) -> collect results as they arrive (`evaluator.collector`) -> assemble the
-report (`evaluator.report_assembly`) -> write and deliver it.
+ahead (`evaluator.run.checkpoint_feed`) -> per checkpoint as it arrives, reuse stored episodes and plan the rest
+(`evaluator.run.unit_stream`) -> run the units in this process when the plan is small (`evaluator.run.in_process`),
+else start (or attach to) Ray and a pool of `EvalWorker` actors (`evaluator.run.ray_cluster`) and stream the units
+to them (`evaluator.run.scheduler`) -> collect results as they arrive (`evaluator.reduce.collector`) -> assemble the
+report (`evaluator.reduce.assembly`) -> write and deliver it.
 
 Memory is bounded by the work in flight, not by the run's size: at most `max_resident_checkpoints`
 checkpoints' bytes are held, each released when its last unit is reported, and results are streamed to disk.
 
 Failure policy: a checkpoint that cannot be fetched or loaded fails alone (its `error`); dead and hung
 workers are replaced by the scheduler (actors have no Ray restarts, so its accounting never races an actor
-coming back; `evaluator.work_queue` has the rules); every other checkpoint completes.
+coming back; `evaluator.run.work_queue` has the rules); every other checkpoint completes.
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actors.protocol import WorkerStats
-from evaluator.adaptive import AdaptiveRule
-from evaluator.checkpoint_feed import CheckpointFeed
-from evaluator.collector import Collector, Entry
 from evaluator.config import EvalConfig, results_db_url
-from evaluator.cost import CheckpointIdentity, Usage, cost_report
-from evaluator.in_process import in_process_worker, run_in_process, runs_in_process
-from evaluator.node_clock import LOCAL, NodeClock, NodeLifetime
+from evaluator.cost.estimate import CheckpointIdentity, Usage, cost_report
+from evaluator.cost.node_clock import LOCAL, NodeClock, NodeLifetime
+from evaluator.cost.prices import PriceTable, load_prices
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
 from evaluator.outputs.local import EpisodeTable, atomic_write, write_report, write_report_streamed
-from evaluator.plan import plan_checkpoint
-from evaluator.prices import PriceTable, load_prices
-from evaluator.report import OutputStatus, Report
-from evaluator.report_assembly import build_report
+from evaluator.reduce.adaptive import AdaptiveRule
+from evaluator.reduce.assembly import build_report
+from evaluator.reduce.collector import Collector, Entry
+from evaluator.reduce.report import OutputStatus, Report
+from evaluator.run.checkpoint_feed import CheckpointFeed
+from evaluator.run.in_process import in_process_worker, run_in_process, runs_in_process
+from evaluator.run.plan import plan_checkpoint
+from evaluator.run.unit_stream import ProgressCallback, UnitStream
 from evaluator.scorecard.rows import Row, RowCollector, rows_of
 from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.runs import RecordedCheckpoint, RunLog
-from evaluator.unit_stream import ProgressCallback, UnitStream
 from sim.errors import EvaluatorError, UsageError, first_line
 from sim.suites import Suite, get_suite
 
@@ -79,7 +79,7 @@ def evaluate(
 ) -> RunOutcome:
     """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input.
 
-    `resolved` gives the checkpoints of each policy URI already resolved (`evaluator.sweep` passes the ones it
+    `resolved` gives the checkpoints of each policy URI already resolved (`evaluator.run.sweep` passes the ones it
     holds leases for); by default each URI is resolved here with `config.checkpoints`. `on_progress(done,
     total)` is called with episodes played so far (the CLI draws its bar from it)."""
     started = time.perf_counter()
@@ -201,7 +201,7 @@ def _identities(collector: Collector) -> list[CheckpointIdentity]:
 def _run_units(
     config: EvalConfig, stream: UnitStream, collector: Collector, usage: Usage, prices: PriceTable
 ) -> tuple[float, float, list[WorkerStats]]:
-    """Run the units in this process when the plan is small (evaluator.in_process), else start or attach to
+    """Run the units in this process when the plan is small (evaluator.run.in_process), else start or attach to
     Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats). `usage` gathers what the
     cost estimate prices: each unit's worker seconds, the nodes our workers ran on and every node's time up."""
     per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), collector.suite, shard_size=config.shard_size)
@@ -219,9 +219,9 @@ def _run_units(
         return 0.0, time.perf_counter() - eval_started, [stats]
     import ray  # not before: a small evaluation in process never loads it
 
-    from evaluator.autoscaling import GpuNodes
-    from evaluator.ray_cluster import connect, host_types, worker_factory, worker_nodes, worker_slots, worker_stats
-    from evaluator.scheduler import Scheduler
+    from evaluator.run.autoscaling import GpuNodes
+    from evaluator.run.ray_cluster import connect, host_types, worker_factory, worker_nodes, worker_slots, worker_stats
+    from evaluator.run.scheduler import Scheduler
 
     ray_init_s, started_ray = connect(config)
     gpu_nodes = GpuNodes(config)  # scale from zero: a GPU node asked of the autoscaler, released below

@@ -2,7 +2,7 @@
 rounds from the episodes played so far.
 
 The rule: every environment starts at `min_episodes`; after each round, an environment whose score's 95%
-interval (the report's own BCa bootstrap, `evaluator.statistics`) is wider than `target_ci` on either side
+interval (the report's own BCa bootstrap, `evaluator.reduce.statistics`) is wider than `target_ci` on either side
 doubles its episodes, up to `max_episodes`. Doubling keeps the rounds few (log2(max/min)) and every round
 big enough to batch. Episode i keeps its seed whatever the round, so results are reusable from the results
 database and identical for any number of workers: the decision depends only on this checkpoint's episodes.
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluator import statistics
-from evaluator.report import AdaptiveEpisodes
+from evaluator.reduce import statistics
+from evaluator.reduce.report import AdaptiveEpisodes
 from sim.suites import Suite
 
 

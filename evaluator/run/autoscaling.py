@@ -4,8 +4,8 @@ once idle, goes away.
 
 The clusters of cluster/ keep their `gpu` worker group at zero Pods between evaluations (`minReplicas: 0`).
 Pending actors would make the autoscaler add a node too, but the driver lays its workers out on the nodes
-present (`evaluator.worker_layout.plan_workers`) before it starts any actor: so it asks first, for one worker's shape
-(`evaluator.worker_layout.worker_shape`: 1 CPU, 1 GPU unless sized), and waits for a node that holds it.
+present (`evaluator.run.worker_layout.plan_workers`) before it starts any actor: so it asks first, for one worker's
+shape (`evaluator.run.worker_layout.worker_shape`: 1 CPU, 1 GPU unless sized), and waits for a node that holds it.
 
 Whether an autoscaler could add such a node is the autoscaler's own answer. Ray 2.60 shows a driver no list of
 the node types an autoscaler may launch (the GCS's "cluster config", `ray._private.state.state.
@@ -36,7 +36,7 @@ from ray.exceptions import RayError
 from ray.util.client import ray as ray_client
 
 from evaluator.config import Device, EvalConfig
-from evaluator.worker_layout import worker_shape
+from evaluator.run.worker_layout import worker_shape
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 Remote calls stay visible here: `.remote`, `ray.put`, `ray.wait`, `ray.get`, `ray.kill`. Results are
 collected in completion order with `ray.wait` in our own loop, not `ray.util.ActorPool`, which hands work
 to dead actors and stalls (ray#50313). Which unit goes where, and what a death or a hang does to the queue,
-is `evaluator.work_queue` (pure, with the failure policy written next to it); this module only applies it
-to actors. Units stream in from a `UnitSource` (`evaluator.unit_stream`) as their checkpoints are downloaded.
+is `evaluator.run.work_queue` (pure, with the failure policy written next to it); this module only applies it
+to actors. Units stream in from a `UnitSource` (`evaluator.run.unit_stream`) as their checkpoints are downloaded.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import ray
 from ray.exceptions import RayError
 
 from actors.protocol import UnitResult, WorkUnit
-from evaluator.unit_stream import Batch, UnitSource
-from evaluator.work_queue import WorkQueue
+from evaluator.run.unit_stream import Batch, UnitSource
+from evaluator.run.work_queue import WorkQueue
 from sim.errors import first_line
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """`policy-evaluator`: thin typer commands over the evaluator.
 
 Options are `Annotated[..., typer.Option(envvar=...)]` with the seed's environment variables, declared once
-in `evaluator.cli_options` and validated once into an `EvalConfig`. Exceptions map to exit codes only here,
+in `evaluator.cli.options` and validated once into an `EvalConfig`. Exceptions map to exit codes only here,
 in `command`, for every command (`sim.errors.ExitCode`): 0 every checkpoint evaluated, 1 the evaluation
 failed (report with per-checkpoint errors, or the error JSON), 2 bad usage, 3 a service the run needs could
 not be reached (W&B, S3, Ray; the error JSON says `"retryable": true`). stdout carries the JSON and nothing
@@ -28,7 +28,7 @@ from rich.console import Console
 from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for this
 from typer.core import TyperGroup
 
-from evaluator.cli_options import (
+from evaluator.cli.options import (
     Checkpoints,
     DataDir,
     IncludeCached,
@@ -64,7 +64,7 @@ from evaluator.cli_options import (
 )
 from evaluator.config import EvalConfig
 from evaluator.markers import MARKER_END, MARKER_START, wrap
-from evaluator.report import ErrorReport, Report
+from evaluator.reduce.report import ErrorReport, Report
 from evaluator.secrets import SECRET_VARIABLES, Redactor, url_secrets
 from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, first_line, validation_line
 
@@ -272,8 +272,8 @@ def entrypoint(
 
 
 def _evaluate(out: Output, evaluation: dict[str, Any], policy_uri: list[str], checkpoints: str, progress: bool) -> None:
-    from evaluator.driver import evaluate
-    from evaluator.progress_bar import EpisodeProgressBar
+    from evaluator.cli.progress_bar import EpisodeProgressBar
+    from evaluator.run.driver import evaluate
 
     config = EvalConfig.model_validate({**evaluation, "policy_uris": tuple(policy_uri), "checkpoints": checkpoints})
     with EpisodeProgressBar() if progress else contextlib.nullcontext() as bar:
@@ -314,7 +314,7 @@ def summary(
     report_path: Annotated[Path, typer.Argument(help="A report.json written by `run`.")],
 ) -> None:
     """Print a report's scores as tables: one row per checkpoint, then environments x checkpoints."""
-    from evaluator.summary import summary_tables
+    from evaluator.cli.summary import summary_tables
 
     try:
         report = Report.model_validate_json(report_path.read_text())
@@ -341,7 +341,7 @@ def view(
     from pydantic import SecretStr
 
     from evaluator.config import results_db_url
-    from evaluator.view_server import serve as serve_view
+    from evaluator.scorecard.server import serve as serve_view
 
     if not data_dir.is_dir():
         raise UsageError(f"no data directory {data_dir}; pass the DATA_DIR of `run` (default: data)")
@@ -353,7 +353,7 @@ def view(
 @command()
 def schema() -> None:
     """Print the JSON Schema of the report."""
-    from evaluator.report import report_schema
+    from evaluator.reduce.report import report_schema
 
     typer.echo(json.dumps(report_schema(), indent=2))
 
@@ -382,8 +382,8 @@ def results(
     checkpoints over time (--policy), or the best checkpoints (--best [--suite S] [--env E])."""
     from pydantic import SecretStr
 
+    from evaluator.cli.results_view import render
     from evaluator.config import results_db_url
-    from evaluator.results_view import render
     from evaluator.store import queries
     from evaluator.store.database import masked
 
@@ -428,8 +428,8 @@ def sweep(
     evaluated."""
     from datetime import UTC, datetime
 
-    from evaluator.sweep import SweepConfig, read_policy_list
-    from evaluator.sweep import sweep as run_sweep
+    from evaluator.run.sweep import SweepConfig, read_policy_list
+    from evaluator.run.sweep import sweep as run_sweep
 
     uris = [u.strip() for item in policy_uri or [] for u in item.split(",") if u.strip()]
     if policies_file is not None:
@@ -448,7 +448,7 @@ def sweep(
         wait_for_leases_s=wait_for_leases,
         include_cached=include_cached,
     )
-    from evaluator.progress_bar import EpisodeProgressBar
+    from evaluator.cli.progress_bar import EpisodeProgressBar
 
     with EpisodeProgressBar() if progress else contextlib.nullcontext() as bar:
         result = run_sweep(config, on_progress=bar)

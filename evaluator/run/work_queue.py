@@ -1,5 +1,5 @@
 """The scheduler's queue logic, pure: which unit goes to which worker next, what happens to a worker's units
-when it dies or hangs, when a unit has been tried often enough. No Ray here (`evaluator.scheduler` drives
+when it dies or hangs, when a unit has been tried often enough. No Ray here (`evaluator.run.scheduler` drives
 it with actors and `ray.wait`), so every rule is unit-tested with plain values and a fake clock.
 
 Cost: amortised O(1) per unit dispatched, whatever the number of checkpoints and units (a scan of every

@@ -1,5 +1,5 @@
 """The report: declared shapes (pydantic) reduced once, at the end, from raw per-episode results
-(`evaluator.report_assembly` does the reducing). Only pydantic here, so that anything reading reports (the
+(`evaluator.reduce.assembly` does the reducing). Only pydantic here, so that anything reading reports (the
 webhook service, the summary) imports neither mettagrid nor torch.
 
 Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `<suite>/<env>/score`,
@@ -146,8 +146,8 @@ class CheckpointCost(_Model):
 
 
 class CostReport(_Model):
-    """An ESTIMATE of what the evaluation cost in compute (`evaluator.cost`): the time each node where its workers
-    ran was up during the evaluation, times a list price per node-hour. Not a bill."""
+    """An ESTIMATE of what the evaluation cost in compute (`evaluator.cost.estimate`): the time each node where its
+    workers ran was up during the evaluation, times a list price per node-hour. Not a bill."""
 
     estimate: str = Field(description="what is counted and what is not")
     prices: str = Field(description="the price table: source, as of, file")

@@ -1,9 +1,9 @@
 """The price table of the report's cost estimate: USD per node-hour by node type, read from YAML and validated
 once, before anything runs.
 
-The packaged `evaluator/prices.yaml` holds AWS on-demand list prices for the instance types our manifests use;
+The packaged `evaluator/cost/prices.yaml` holds AWS on-demand list prices for the instance types our manifests use;
 `--prices FILE` (PRICES_FILE) replaces it whole, so that one file says where every figure came from. A node's
-type is named by `evaluator.node_clock.node_type`. A type the table lacks is never priced at zero: nodes that
+type is named by `evaluator.cost.node_clock.node_type`. A type the table lacks is never priced at zero: nodes that
 could host the workers when the evaluation starts must be priced (else exit 2), and one that only appears
 later is listed as `unpriced` in the report's cost block, with a warning.
 """
@@ -54,7 +54,7 @@ class PriceTable(BaseModel):
 
     @property
     def described(self) -> str:
-        where = "the packaged evaluator/prices.yaml" if self.path == str(DEFAULT_PRICES_FILE) else self.path
+        where = "the packaged evaluator/cost/prices.yaml" if self.path == str(DEFAULT_PRICES_FILE) else self.path
         return f"{self.source}, as of {self.as_of} ({where})"
 
 

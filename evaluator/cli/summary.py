@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from evaluator.report import CheckpointReport, Comparison, CostReport, Report
+from evaluator.reduce.report import CheckpointReport, Comparison, CostReport, Report
 
 
 def _label(checkpoint: CheckpointReport) -> str:

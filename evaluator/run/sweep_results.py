@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from evaluator.report import Report
+from evaluator.reduce.report import Report
 
 
 class CheckpointState(StrEnum):

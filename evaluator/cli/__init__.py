@@ -1,0 +1,1 @@
+"""The `policy-evaluator` command: its commands (`app`), their options, and what they print on a terminal."""

@@ -1,0 +1,1 @@
+"""The cost estimate of an evaluation: node lifetimes (the node clock) times the price table."""
