@@ -1,2 +1,3 @@
-"""Ray actor classes. Plain Python classes: `evaluator.run.driver` wraps them with `ray.remote` and owns
-every resource option, `.remote` call and retry, so they can be tested without Ray."""
+"""Ray actor classes. Plain Python classes, testable without Ray: the driver side (`evaluator.run`) wraps them
+with `ray.remote`; `ray_cluster` chooses every resource option and starts the actors, the scheduler (and the
+driver's start-up probe) make the `.remote` calls, `ray.wait`s and retries."""

@@ -1,12 +1,12 @@
-"""Per-episode results and the statistics reduced from them.
+"""Per-episode results and the plain per-environment figures of a set of episodes.
 
-`EpisodeResult` is what crosses from a worker to the driver; `summarize` is the one reduction the report
-uses, so every number in the report is derived from raw per-episode values in one place.
+`EpisodeResult` is what crosses from a worker to the driver; `summarize` gives an environment's mean, spread,
+success rate and mean length. The report's intervals and comparisons are the driver's
+(`evaluator.reduce.statistics`, bootstrap and Wilson), computed from the same raw per-episode values.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,31 +42,26 @@ class EpisodeResult:
 
 @dataclass(frozen=True)
 class EnvSummary:
-    """Statistics of one (checkpoint, env) over its episodes; `score` is the mean per-agent reward."""
+    """Figures of one (checkpoint, env) over its episodes; `score` is the mean per-agent reward."""
 
     episodes: int
     score: float
     std: float
-    ci95_low: float
-    ci95_high: float
     success_rate: float
     mean_steps: float
 
 
 def summarize(results: Sequence[EpisodeResult]) -> EnvSummary:
-    """Mean per-agent episode reward with a normal-approximation 95% confidence interval."""
+    """Mean per-agent episode reward, its sample standard deviation, success rate and mean steps."""
     if not results:
         raise ValueError("cannot summarize zero episodes")
     rewards = np.array([r.reward_mean for r in results], dtype=np.float64)
     mean = float(rewards.mean())
     std = float(rewards.std(ddof=1)) if len(rewards) > 1 else 0.0
-    half_width = 1.96 * std / math.sqrt(len(rewards))
     return EnvSummary(
         episodes=len(results),
         score=mean,
         std=std,
-        ci95_low=mean - half_width,
-        ci95_high=mean + half_width,
         success_rate=float(np.mean([r.success for r in results])),
         mean_steps=float(np.mean([r.steps for r in results])),
     )

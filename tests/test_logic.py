@@ -81,7 +81,8 @@ def test_reduction_to_metta_metric_names():
     room = metrics.environments["tiny_room"]
     assert room.success_rate == 0.5 and room.std == pytest.approx(2**0.5)
     assert room.ci95[0] < 1.0 < room.ci95[1]
-    assert summarize([_result("x", 0, (3.0,))]).ci95_low == 3.0
+    single = summarize([_result("x", 0, (3.0,))])
+    assert (single.score, single.std, single.episodes) == (3.0, 0.0, 1)
 
 
 def test_resolve_device():
