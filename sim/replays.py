@@ -13,7 +13,3 @@ REPLAY_SUFFIX = ".json.z"
 def replay_bytes(replay: EpisodeReplay) -> bytes:
     """zlib-compressed replay JSON, byte-identical to what mettagrid's `write_replay(path.json.z)` writes."""
     return zlib.compress(json.dumps(replay.get_replay_data()).encode("utf-8"))
-
-
-def read_replay(data: bytes) -> dict:
-    return json.loads(zlib.decompress(data))

@@ -17,7 +17,7 @@ from evaluator.config import EvalConfig
 from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
 from sim.errors import ServiceUnavailable, UsageError
-from sim.replays import read_replay
+from tests.support.replays import read_replay
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 runner = CliRunner()

@@ -51,9 +51,9 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     from evaluator.run.plan import make_plan
     from evaluator.run.ray_cluster import worker_factory
     from evaluator.run.scheduler import Scheduler
-    from evaluator.run.unit_stream import FixedUnits
     from evaluator.sources import resolve
     from sim.suites import get_suite
+    from tests.support.units import FixedUnits
 
     run = tmp_path / "run"
     run.mkdir()

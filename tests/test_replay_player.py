@@ -19,9 +19,9 @@ import pytest
 
 from sim.envs import episode_seed
 from sim.policies import load_policy
-from sim.replays import read_replay
 from sim.runner import EpisodeJob, run_episodes
 from sim.suites import get_suite
+from tests.support.replays import read_replay
 
 pytestmark = pytest.mark.browser
 

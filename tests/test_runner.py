@@ -5,9 +5,9 @@ from sim.batch_policy import BatchPolicy, Slot, StepBatch
 from sim.envs import episode_seed
 from sim.metrics import summarize
 from sim.policies import load_policy
-from sim.replays import read_replay
 from sim.runner import EpisodeJob, run_episodes
 from sim.suites import get_suite
+from tests.support.replays import read_replay
 
 SMOKE = get_suite("smoke")
 

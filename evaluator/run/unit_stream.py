@@ -10,7 +10,7 @@ the number of checkpoints held in memory is the feed's bound, whatever the run's
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -42,26 +42,6 @@ class UnitSource(Protocol):
     def take(self, timeout: float | None = 0.0) -> list[Batch]: ...
     def exhausted(self) -> bool: ...
     def fetching(self) -> bool: ...
-
-
-class FixedUnits:
-    """A `UnitSource` of units known up front (tests, benchmarks)."""
-
-    def __init__(self, units: Sequence[WorkUnit], checkpoint_bytes: dict[str, bytes]) -> None:
-        by_digest: dict[str, list[WorkUnit]] = {}
-        for unit in units:
-            by_digest.setdefault(unit.checkpoint_digest, []).append(unit)
-        self._batches = [Batch(d, checkpoint_bytes[d], u) for d, u in by_digest.items()]
-
-    def take(self, timeout: float | None = 0.0) -> list[Batch]:
-        batches, self._batches = self._batches, []
-        return batches
-
-    def exhausted(self) -> bool:
-        return not self._batches
-
-    def fetching(self) -> bool:
-        return bool(self._batches)
 
 
 class UnitStream:
