@@ -263,7 +263,7 @@ def test_pods_request_resources_and_land_on_their_node_groups(overlay, rendered)
             assert set(gpu_taints) <= tolerated if uses_gpu else not tolerated, template.name
             if template.role == "worker":
                 _check_shared_memory(template)
-        prices = k8s.load_yaml(ROOT / "evaluator" / "prices.yaml")["prices"]
+        prices = k8s.load_yaml(ROOT / "evaluator" / "cost" / "prices.yaml")["prices"]
         for group in cluster["workerGroupSpecs"]:  # the cost estimate prices nodes by this label
             instance_type = group["labels"]["instance-type"]
             node_group = group["template"]["spec"]["nodeSelector"][NODEGROUP_LABEL]
