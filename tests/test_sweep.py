@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -25,13 +26,13 @@ from sqlalchemy import create_engine, delete, func, insert, inspect, select
 from sqlalchemy.engine import make_url
 
 import evaluator.run.sweep
-from evaluator.config import EvalConfig
+from evaluator.config import EvalConfig, Execution
 from evaluator.run.sweep import CheckpointState, SweepConfig, SweepResult, sweep
 from evaluator.sources import resolve
 from evaluator.store.database import open_database
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.leases import Heartbeat, LeaseRecord, LeaseTable
-from evaluator.store.schema import episodes, leases
+from evaluator.store.schema import episodes, leases, runs
 from tests.conftest import state_dict_bytes, tiny_model
 from tests.support.ray_head import VENV_BIN, RayHead, running_head
 
@@ -208,6 +209,48 @@ def test_the_heartbeat_keeps_a_lease_alive_while_its_holder_works(results_db_url
             time.sleep(0.05)
     time.sleep(0.5)
     assert other.try_acquire("sha256:k") is not None, "without heartbeats it lapses after one ttl"
+
+
+def test_a_sweep_holds_a_bounded_number_of_checkpoints_and_records_no_empty_run(tmp_path: Path):
+    """A sweep is `evaluate` with a lease admission: 24 checkpoints of ~7.6 MB (180 MB together), at most 2
+    resident, whether they are claimed (first sweep) or found cached (second): the driver's Python allocations
+    peak at a few checkpoints' worth, not at the run's (the old sweep downloaded every version first). A sweep
+    that takes nothing leaves no report and no run in the database."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for index in range(24):
+        model, kwargs = tiny_model(index, hidden=1024)
+        (run / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
+    size_mb = (run / "ckpt_0.pt").stat().st_size / 2**20
+    assert size_mb > 7
+    data = tmp_path / "data"
+    db = f"sqlite:///{data / 'results.db'}"
+
+    def bounded_sweep(run_name: str) -> SweepResult:
+        config = sweep_config(data, str(run), run_name=run_name, results_db=db)
+        evaluation = config.evaluation.model_copy(
+            update={"max_resident_checkpoints": 2, "execution": Execution.IN_PROCESS, "replays": False}
+        )
+        tracemalloc.start()
+        try:
+            result = sweep(config.model_copy(update={"evaluation": evaluation}))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        peak_mb = peak / 2**20
+        assert peak_mb < 8 * size_mb, f"{run_name}: peak {peak_mb:.0f} MB, checkpoints {24 * size_mb:.0f} MB"
+        return result
+
+    first = bounded_sweep("first")
+    assert first.evaluated == 24 and [c.name for c in first.report.policies[0].checkpoints] == [
+        f"ckpt_{i}" for i in range(24)
+    ]
+    second = bounded_sweep("second")
+    assert second.count(CheckpointState.CACHED) == 24 and second.report is None
+    assert not (data / "second" / "report.json").exists() and (data / "second" / "sweep.json").is_file()
+    with open_database(db).connect() as connection:
+        names = [row.name for row in connection.execute(select(runs.c.name))]
+    assert names == ["first"], "the sweep that took nothing recorded no run"
 
 
 # -- sweeps on the shared Ray instance ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 import zlib
-from collections.abc import Iterator, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,6 +65,8 @@ class Collector:
     stream decides when a checkpoint has enough episodes and calls `complete`."""
     scores: RunScores = field(init=False)
     """Complete checkpoints' episode scores: for comparisons and normalised scores at the end."""
+    left_out: set[int] = field(default_factory=set)
+    """Checkpoints the run's admission did not take (a sweep's cached or leased-elsewhere ones): in no report."""
 
     def __post_init__(self) -> None:
         self._expected = sum(env.episodes for env in self.suite.envs)
@@ -78,6 +80,17 @@ class Collector:
         self.entries[index] = Entry(self.entries[index].policy_uri, replace(checkpoint, data=b""))
         if checkpoint.error:
             self.errors[index] = checkpoint.error
+
+    def leave_out(self, index: int, checkpoint: Checkpoint) -> None:
+        """The checkpoint at `index` is not part of this run (its admission said no): it is in no report."""
+        self.entries[index] = Entry(self.entries[index].policy_uri, replace(checkpoint, data=b""))
+        self.left_out.add(index)
+        self.errors.pop(index, None)
+
+    def policy_uris(self, configured: Sequence[str]) -> list[str]:
+        """The `configured` policy URIs that have a checkpoint in the run (one the admission took)."""
+        taken = {entry.policy_uri for index, entry in enumerate(self.entries) if index not in self.left_out}
+        return [uri for uri in configured if uri in taken]
 
     def add_cached(
         self,
@@ -161,7 +174,7 @@ class Collector:
         and the comparisons with the policy's previous checkpoint, the run's best and the baseline."""
         previous = None
         for index, entry in enumerate(self.entries):
-            if entry.policy_uri != policy_uri:
+            if entry.policy_uri != policy_uri or index in self.left_out:
                 continue
             checkpoint, error = entry.checkpoint, self.errors.get(index)
             replays = {

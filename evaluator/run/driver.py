@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +37,9 @@ from evaluator.reduce.report import OutputStatus, Report
 from evaluator.run.checkpoint_feed import CheckpointFeed
 from evaluator.run.in_process import in_process_worker, run_in_process, runs_in_process
 from evaluator.run.plan import plan_checkpoint
-from evaluator.run.unit_stream import ProgressCallback, UnitStream
+from evaluator.run.unit_stream import Admission, ProgressCallback, UnitStream
 from evaluator.scorecard.rows import Row, RowCollector, rows_of
-from evaluator.sources import Candidate, Checkpoint, SourceSettings, list_candidates
+from evaluator.sources import Checkpoint, SourceSettings, list_candidates
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.runs import RecordedCheckpoint, RunLog
 from sim.errors import EvaluatorError, UsageError, first_line
@@ -57,6 +57,10 @@ class RunOutcome:
     failures: list[str]
     """`name (version): error` per failed checkpoint, and a failed delivery; empty when all went well."""
     loaded: Report | None = None
+    suite: str = ""
+    """The suite's name, as the run played it."""
+    empty: bool = False
+    """The admission took no checkpoint (a sweep with nothing new): no report, no Parquet, no run recorded."""
 
     @property
     def failed(self) -> bool:
@@ -75,19 +79,20 @@ def evaluate(
     config: EvalConfig,
     *,
     on_progress: ProgressCallback | None = None,
-    resolved: Mapping[str, Sequence[Checkpoint]] | None = None,
+    admission: Admission | None = None,
 ) -> RunOutcome:
     """Run one evaluation end to end and write its outputs; raises UsageError before any work on bad input.
 
-    `resolved` gives the checkpoints of each policy URI already resolved (`evaluator.run.sweep` passes the ones it
-    holds leases for); by default each URI is resolved here with `config.checkpoints`. `on_progress(done,
-    total)` is called with episodes played so far (the CLI draws its bar from it)."""
+    Each policy URI's checkpoints are listed with `config.checkpoints` and downloaded a bounded number ahead;
+    `admission` decides, as each arrives, whether the run takes it (`evaluator.run.sweep` takes a lease;
+    default: every checkpoint). `on_progress(done, total)` is called with episodes settled so far (the CLI
+    draws its bar from it)."""
     started = time.perf_counter()
     suite = load_suite(config)
     prices = load_prices(config.prices_file)
     settings = source_settings(config)
     preflight_run(config, settings)
-    listed = [(uri, candidate) for uri in config.policy_uris for candidate in _listed(uri, config, settings, resolved)]
+    listed = [(uri, c) for uri in config.policy_uris for c in list_candidates(uri, config.checkpoints, settings)]
     run_dir = config.data_dir / config.run_name
     entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
     store_url = results_db_url(config)
@@ -117,6 +122,7 @@ def evaluate(
             reuse=config.reuse_results,
             run_id=run_log.run_id,
             adaptive=adaptive,
+            admission=admission,
             on_progress=on_progress,
         )
         ray_init_s, evaluation_s, stats = 0.0, 0.0, []
@@ -130,11 +136,16 @@ def evaluate(
         raise
     finally:
         feed.close()
+    if admission is not None and len(collector.left_out) == len(collector.entries):
+        table.abort()
+        run_log.discard()
+        return RunOutcome(run_dir=run_dir, failures=[], suite=suite.name, empty=True)
     table.close()
 
     timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
     cost = cost_report(usage, prices, timing.agent_steps, _identities(collector))
-    skeleton = build_report([], suite, config.policy_uris, config.run_name, timing, stats, adaptive, cost=cost)
+    policy_uris = collector.policy_uris(config.policy_uris)
+    skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, adaptive, cost=cost)
     failures = collector.failures()
     if not config.output_uri:
         page_rows = RowCollector(suite.name)
@@ -145,7 +156,7 @@ def evaluate(
         )
         write_scorecard(run_dir, skeleton, (page_rows.finished(), page_rows.environments))
         run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
-        return RunOutcome(run_dir=run_dir, failures=failures)
+        return RunOutcome(run_dir=run_dir, failures=failures, suite=suite.name)
     # Delivery reads the whole report (W&B logs every checkpoint's metrics): built in memory only here.
     policies = [
         p.model_copy(update={"checkpoints": list(collector.checkpoint_reports(p.policy_uri))})
@@ -160,7 +171,7 @@ def evaluate(
     if report.output is not None and report.output.error is not None:
         failures.append(report.output.error)
     run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
-    return RunOutcome(run_dir=run_dir, failures=failures, loaded=report)
+    return RunOutcome(run_dir=run_dir, failures=failures, loaded=report, suite=suite.name)
 
 
 def write_scorecard(run_dir: Path, report: Report, rows: tuple[list[Row], list[str]] | None = None) -> None:
@@ -194,7 +205,8 @@ def warn_about_old_cache(data_dir: Path) -> None:
 def _identities(collector: Collector) -> list[CheckpointIdentity]:
     return [
         CheckpointIdentity(e.policy_uri, e.checkpoint.name, e.checkpoint.version, e.checkpoint.digest)
-        for e in collector.entries
+        for index, e in enumerate(collector.entries)
+        if index not in collector.left_out
     ]
 
 
@@ -259,25 +271,6 @@ def _run_units(
         if started_ray:
             ray.shutdown()
     return ray_init_s, evaluation_s, stats
-
-
-def _listed(
-    uri: str, config: EvalConfig, settings: SourceSettings, resolved: Mapping[str, Sequence[Checkpoint]] | None
-) -> list[Candidate]:
-    if resolved is None:
-        return list_candidates(uri, config.checkpoints, settings)
-    return [_held(checkpoint) for checkpoint in resolved[uri]]
-
-
-def _held(checkpoint: Checkpoint) -> Candidate:
-    """A checkpoint already downloaded (the sweep's), as a candidate whose fetch hands its bytes back."""
-
-    def bytes_held() -> bytes:
-        if checkpoint.error:
-            raise EvaluatorError(checkpoint.error)
-        return checkpoint.data
-
-    return Candidate(checkpoint.name, checkpoint.uri, checkpoint.version, bytes_held)
 
 
 def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:

@@ -3,28 +3,28 @@ them once, even when sweeps overlap (the nightly RayCronJob, the webhook service
 
 The results database (`evaluator.store`) is the memory of what was evaluated: a checkpoint is done when
 every episode of the suite is stored under its content digest (and episode 0 with its replay when replays
-are on). A sweep lists every checkpoint of each configured policy URI, skips the done ones, takes a lease on
-each of the others (in the same database: `evaluator.store.leases`, so sweeps on different nodes exclude
-each other), looks at the store again under the lease (a sweep that finished it meanwhile has released its
-lease), and evaluates the ones it holds in one `evaluate()` run: one report, delivered to OUTPUT_URI like any
-run's. What a sweep reports is `evaluator.run.sweep_results`.
+are on). A sweep is `evaluate()` with a lease admission (`LeaseAdmission`): every checkpoint of each
+configured policy URI is listed and downloaded a bounded number ahead, as any run's, and as each arrives the
+admission skips it if done, else takes a lease on it (in the same database: `evaluator.store.leases`, so
+sweeps on different nodes exclude each other), looks at the store again under the lease (a sweep that
+finished it meanwhile has released its lease), and lets the run take the ones it holds: one report,
+delivered to OUTPUT_URI like any run's, and the driver's memory bounded by the work in flight. What a sweep
+reports is `evaluator.run.sweep_results`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluator.config import MAX_SECONDS, EvalConfig, results_db_url
-from evaluator.outputs import preflight_run
 from evaluator.outputs.local import atomic_write
-from evaluator.run.driver import ProgressCallback, RunOutcome, evaluate, load_suite, source_settings
+from evaluator.reduce.collector import Entry
+from evaluator.run.driver import ProgressCallback, RunOutcome, evaluate
 from evaluator.run.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
-from evaluator.sources import Checkpoint, resolve
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.leases import Heartbeat, Lease, LeaseTable
 from sim.errors import ServiceUnavailable
@@ -59,43 +59,97 @@ class SweepConfig(BaseModel):
         return self
 
 
-@dataclass
-class _Claims:
-    """The sweep's bookkeeping while it claims checkpoints."""
+class LeaseAdmission:
+    """The sweep's admission (`evaluator.run.unit_stream.Admission`): as each checkpoint arrives, it is failed (its
+    download), a duplicate (a digest seen under another URI or version), cached (the store holds every episode),
+    leased elsewhere (another sweep holds its lease), or claimed (its lease is now ours, kept until the sweep
+    ends, renewed by `heartbeat`). Claimed ones are taken; cached ones only with `include_cached`."""
 
-    rows: list[SweptCheckpoint]
-    chosen: dict[str, list[Checkpoint]]
-    held: list[Lease]
+    def __init__(self, config: SweepConfig, url: str) -> None:
+        self._config = config
+        self._url = url
+        self._seen: set[str] = set()
+        self.rows: dict[int, SweptCheckpoint] = {}
+        """Each listed checkpoint's state, by its index in the run."""
+        self.held: list[Lease] = []
+        self.heartbeat = Heartbeat([], interval_s=config.lease_ttl_s / 3)
+
+    @functools.cached_property
+    def _store(self) -> EpisodeStore:
+        """Opened at the first checkpoint: bad input is refused before the database is touched."""
+        return EpisodeStore(self._url)
+
+    @functools.cached_property
+    def _table(self) -> LeaseTable:
+        return LeaseTable(self._url, owner=self._config.evaluation.run_name, ttl_s=self._config.lease_ttl_s)
+
+    def admit(self, index: int, entry: Entry, suite: Suite) -> bool:
+        checkpoint = entry.checkpoint
+        row = {
+            "policy_uri": entry.policy_uri,
+            "name": checkpoint.name,
+            "version": checkpoint.version,
+            "digest": checkpoint.digest,
+        }
+        if checkpoint.error:
+            self.rows[index] = SweptCheckpoint(
+                **row, state=CheckpointState.FAILED, missing_episodes=0, error=checkpoint.error
+            )
+            return False
+        if checkpoint.digest in self._seen:
+            self.rows[index] = SweptCheckpoint(**row, state=CheckpointState.DUPLICATE, missing_episodes=0)
+            return False
+        self._seen.add(checkpoint.digest)
+        replays = self._config.evaluation.replays
+        missing = missing_episodes(self._store, checkpoint.digest, suite, replays)
+        if not missing:
+            self.rows[index] = SweptCheckpoint(**row, state=CheckpointState.CACHED, missing_episodes=0)
+            return self._config.include_cached
+        lease = self._table.acquire(checkpoint.digest, wait_s=self._config.wait_for_leases_s)
+        if lease is None:
+            holder = self._table.holder(checkpoint.digest)
+            self.rows[index] = SweptCheckpoint(
+                **row, state=CheckpointState.LEASED_ELSEWHERE, missing_episodes=missing, holder=holder and holder.owner
+            )
+            return False
+        # Under the lease: a sweep that finished this checkpoint meanwhile has released its lease.
+        missing = missing_episodes(self._store, checkpoint.digest, suite, replays)
+        if not missing:
+            lease.release()
+            self.rows[index] = SweptCheckpoint(**row, state=CheckpointState.CACHED, missing_episodes=0)
+            return self._config.include_cached
+        self.held.append(lease)
+        self.heartbeat.hold(lease)
+        self.rows[index] = SweptCheckpoint(**row, state=CheckpointState.EVALUATED, missing_episodes=missing)
+        return True
+
+    def release(self) -> None:
+        """Release every lease held; one the database cannot release lapses after its ttl."""
+        for lease in self.held:
+            try:
+                lease.release()
+            except ServiceUnavailable as exc:
+                logger.warning("could not release the lease on %s: %s", lease.key, exc)
+        self.held.clear()
 
 
 def sweep(config: SweepConfig, *, on_progress: ProgressCallback | None = None) -> SweepResult:
-    """List, claim, evaluate, release. Raises UsageError (before any lease is taken) on bad input."""
+    """Evaluate, through `evaluate`, the checkpoints a lease admission takes; release the leases. Raises
+    UsageError (before any lease is taken) on bad input."""
     evaluation = config.evaluation
-    suite = load_suite(evaluation)
-    settings = source_settings(evaluation)
-    preflight_run(evaluation, settings)
-    found = [(uri, c) for uri in evaluation.policy_uris for c in resolve(uri, evaluation.checkpoints, settings)]
-    url = results_db_url(evaluation)
-    table = LeaseTable(url, owner=evaluation.run_name, ttl_s=config.lease_ttl_s)
-    claims = _Claims(rows=[], chosen={}, held=[])
-    outcome = None
+    admission = LeaseAdmission(config, results_db_url(evaluation))
     try:
-        _claim_all(found, config, suite, EpisodeStore(url), table, claims)
-        if claims.chosen:
-            run = evaluation.model_copy(update={"policy_uris": tuple(claims.chosen)})
-            with Heartbeat(claims.held, interval_s=config.lease_ttl_s / 3):
-                outcome = evaluate(run, on_progress=on_progress, resolved=claims.chosen)
+        with admission.heartbeat:
+            outcome = evaluate(evaluation, on_progress=on_progress, admission=admission)
     finally:
-        for lease in claims.held:
-            try:
-                lease.release()
-            except ServiceUnavailable as exc:  # the database is away: the lease lapses after its ttl
-                logger.warning("could not release the lease on %s: %s", lease.key, exc)
+        admission.release()
+    rows = [admission.rows[index] for index in sorted(admission.rows)]
+    taken = None if outcome.empty else outcome
     result = SweepResult(
         run_name=evaluation.run_name,
-        simulation_suite=suite.name,
-        checkpoints=_with_errors(claims.rows, outcome),
-        report=outcome.report if outcome else None,
+        simulation_suite=outcome.suite,
+        checkpoints=_with_errors(rows, taken),
+        report=taken.report if taken else None,
     )
     atomic_write(evaluation.data_dir / evaluation.run_name / "sweep.json", result.model_dump_json(indent=2).encode())
     logger.info(
@@ -104,52 +158,6 @@ def sweep(config: SweepConfig, *, on_progress: ProgressCallback | None = None) -
         result.count(CheckpointState.LEASED_ELSEWHERE), result.count(CheckpointState.FAILED),
     )  # fmt: skip
     return result
-
-
-def _claim_all(
-    found: Sequence[tuple[str, Checkpoint]],
-    config: SweepConfig,
-    suite: Suite,
-    store: EpisodeStore,
-    table: LeaseTable,
-    claims: _Claims,
-) -> None:
-    """Decide each checkpoint's state; take and keep the leases of those to evaluate (in `claims.held`)."""
-    replays = config.evaluation.replays
-    seen: set[str] = set()
-    for uri, checkpoint in found:
-        row = {"policy_uri": uri, "name": checkpoint.name, "version": checkpoint.version, "digest": checkpoint.digest}
-        if checkpoint.error:
-            claims.rows.append(
-                SweptCheckpoint(**row, state=CheckpointState.FAILED, missing_episodes=0, error=checkpoint.error)
-            )
-            continue
-        if checkpoint.digest in seen:
-            claims.rows.append(SweptCheckpoint(**row, state=CheckpointState.DUPLICATE, missing_episodes=0))
-            continue
-        seen.add(checkpoint.digest)
-        missing = missing_episodes(store, checkpoint.digest, suite, replays)
-        lease = None
-        if missing:
-            lease = table.acquire(checkpoint.digest, wait_s=config.wait_for_leases_s)
-            if lease is None:
-                holder = table.holder(checkpoint.digest)
-                state = CheckpointState.LEASED_ELSEWHERE
-                claims.rows.append(
-                    SweptCheckpoint(**row, state=state, missing_episodes=missing, holder=holder and holder.owner)
-                )
-                continue
-            # Under the lease: a sweep that finished this checkpoint meanwhile has released its lease.
-            missing = missing_episodes(store, checkpoint.digest, suite, replays)
-            if not missing:
-                lease.release()
-                lease = None
-        state = CheckpointState.EVALUATED if lease else CheckpointState.CACHED
-        claims.rows.append(SweptCheckpoint(**row, state=state, missing_episodes=missing))
-        if lease:
-            claims.held.append(lease)
-        if lease or config.include_cached:
-            claims.chosen.setdefault(uri, []).append(checkpoint)
 
 
 def missing_episodes(store: EpisodeStore, digest: str, suite: Suite, replays: bool) -> int:

@@ -1,10 +1,11 @@
 """Checkpoints -> work units, as their bytes arrive: the driver's side of streaming.
 
-For each checkpoint the feed hands over, in the order downloads finish: record it with the collector
-(its error, if the download failed), take what the results store already holds, plan the episodes still
-missing, and pass them on with the checkpoint's bytes as one `Batch`. When a checkpoint has nothing left to
-run (failed, fully cached, or its last unit reported) its place in the feed goes to the next download, so
-the number of checkpoints held in memory is the feed's bound, whatever the run's size.
+For each checkpoint the feed hands over, in the order downloads finish: ask the run's admission whether it
+is taken (a sweep's leases; a plain run takes all), record it with the collector (its error, if the download
+failed), take what the results store already holds, plan the episodes still missing, and pass them on with
+the checkpoint's bytes as one `Batch`. When a checkpoint has nothing left to run (not admitted, failed, fully
+cached, or its last unit reported) its place in the feed goes to the next download, so the number of
+checkpoints held in memory is the feed's bound, whatever the run's size.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Protocol
 from actors.protocol import UnitResult, WorkUnit
 from evaluator.reduce.adaptive import AdaptiveRule
 from evaluator.reduce.assembly import episode_scores
-from evaluator.reduce.collector import Collector
+from evaluator.reduce.collector import Collector, Entry
 from evaluator.run.checkpoint_feed import CheckpointFeed
 from evaluator.run.plan import plan_checkpoint
 from evaluator.sources import Checkpoint
 from evaluator.store.episodes import EpisodeStore, PlayedEpisode
+from sim.suites import Suite
 
 ProgressCallback = Callable[[int, int], None]
 """`(episodes settled, episodes in the run)`; settled = played, taken from the store, or failed."""
@@ -34,6 +36,15 @@ class Batch:
     digest: str
     data: bytes = field(repr=False)
     units: list[WorkUnit]
+
+
+class Admission(Protocol):
+    """Whether the run takes a checkpoint, decided as it arrives (downloaded: its digest and error known), before
+    anything of it is planned. The sweep's admission takes a lease (`evaluator.run.sweep`); a plain run has
+    none and takes every checkpoint. A checkpoint not taken is in no report and its place in the feed goes to
+    the next download at once."""
+
+    def admit(self, index: int, entry: Entry, suite: Suite) -> bool: ...
 
 
 class UnitSource(Protocol):
@@ -58,6 +69,7 @@ class UnitStream:
         reuse: bool = True,
         run_id: int | None = None,
         adaptive: AdaptiveRule | None = None,
+        admission: Admission | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
         """Episodes are taken from `store` when `reuse`, and every one played is recorded there (as `run_id`'s).
@@ -65,6 +77,7 @@ class UnitStream:
         need more episodes (its bytes are kept until it is done), then the collector reduces it."""
         self.feed = feed
         self._adaptive = adaptive
+        self._admission = admission
         self._data: dict[int, bytes] = {}
         """Bytes of checkpoints that may need another round (adaptive runs)."""
         self._rounds: list[Batch] = []
@@ -114,6 +127,12 @@ class UnitStream:
         return batches
 
     def _batch(self, index: int, checkpoint: Checkpoint) -> Batch | None:
+        if self._admission is not None:
+            entry = Entry(self._collector.entries[index].policy_uri, checkpoint)
+            if not self._admission.admit(index, entry, self._collector.suite):
+                self._collector.leave_out(index, checkpoint)
+                self.settled_episodes += self._per_checkpoint
+                return None
         self._collector.fetched(index, checkpoint)
         if checkpoint.error:
             self.settled_episodes += self._per_checkpoint

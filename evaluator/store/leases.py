@@ -151,18 +151,27 @@ class Lease:
 
 
 class Heartbeat:
-    """Renews `leases` every `interval_s` in a background thread while the `with` block runs. A database that
-    is away for a beat is logged; the lease lapses only if it stays away for the rest of the ttl."""
+    """Renews `leases` (and those `hold` adds while it runs) every `interval_s` in a background thread while the
+    `with` block runs. A database that is away for a beat is logged; the lease lapses only if it stays away for
+    the rest of the ttl."""
 
     def __init__(self, leases: Sequence[Lease], interval_s: float) -> None:
         self._leases = list(leases)
+        self._lock = threading.Lock()
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
 
+    def hold(self, lease: Lease) -> None:
+        """Renew `lease` too, from the next beat on (a sweep takes its leases as checkpoints arrive)."""
+        with self._lock:
+            self._leases.append(lease)
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            for lease in self._leases:
+            with self._lock:
+                leases = list(self._leases)
+            for lease in leases:
                 try:
                     if not lease.renew():
                         logger.error("lost the lease on %s (it lapsed and was taken over)", lease.key)

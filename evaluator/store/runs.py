@@ -116,6 +116,11 @@ class RunLog:
             ids = known()
         return ids
 
+    def discard(self) -> None:
+        """The run took no checkpoint (a sweep with nothing new to evaluate): it leaves no row behind."""
+        with errors_of(self.url, "discarding an empty run"), self._engine.begin() as connection:
+            connection.execute(delete(runs).where(runs.c.id == self.run_id))
+
     def failed(self) -> None:
         """The evaluation stopped with an error before its report (bad input found late, an outage)."""
         with errors_of(self.url, "recording the run's failure"), self._engine.begin() as connection:
