@@ -2,7 +2,7 @@
 replaced, on the same machine, for 1,000 checkpoints x the navigation suite's 444 episodes.
 
     python -m bench.results_store                      # SQLite and the file cache (~5 min on 2 cores)
-    python -m bench.results_store --postgres           # also a PostgreSQL 15 started here (Debian's)
+    python -m bench.results_store --postgres URL       # also a PostgreSQL you started (an empty database)
     python -m bench.results_store --checkpoints 100    # quicker
 
 Both stores get the same synthetic episodes (2 agents, a few stats, no replays), written the way a run
@@ -91,7 +91,11 @@ def measure_database(name: str, url: str, checkpoints: int, files_under: Path | 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=int, default=1000)
-    parser.add_argument("--postgres", action="store_true", help="also measure a PostgreSQL 15 started here")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also measure this PostgreSQL database (empty; e.g. postgresql://user:pw@127.0.0.1:5432/bench)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_store_") as tmp:
@@ -101,11 +105,7 @@ def main() -> int:
         sqlite_dir.mkdir()
         rows.append(measure_database("SQLite", f"sqlite:///{sqlite_dir / 'results.db'}", args.checkpoints, sqlite_dir))
         if args.postgres:
-            from tests.support.postgres import PostgresServer
-
-            with PostgresServer() as server:
-                url = server.create_database("bench")
-                rows.append(measure_database("PostgreSQL 15", url, args.checkpoints, None))
+            rows.append(measure_database("PostgreSQL", args.postgres, args.checkpoints, None))
     base = rows[0]
     print(f"{args.checkpoints} checkpoints x 444 episodes = {args.checkpoints * 444:,} episodes")
     print(f"{'store':<14} {'write s':>8} {'read s':>8} {'read x':>7} {'files':>9} {'MB':>8}")
