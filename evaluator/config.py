@@ -171,10 +171,13 @@ class EvalConfig(BaseModel):
 
 
 def results_db_url(config: EvalConfig) -> str:
-    """The results database's URL: the one given, else SQLite in DATA_DIR."""
-    if config.results_db is not None:
-        return config.results_db.get_secret_value()
-    return f"sqlite:///{(config.data_dir / 'results.db').resolve()}"
+    """The results database's URL of an evaluation (`database_url`)."""
+    return database_url(config.results_db.get_secret_value() if config.results_db else None, config.data_dir)
+
+
+def database_url(results_db: str | None, data_dir: Path) -> str:
+    """The results database's URL: the one given, else SQLite in DATA_DIR (for commands that only read it)."""
+    return results_db or f"sqlite:///{(data_dir / 'results.db').resolve()}"
 
 
 def default_run_name(policy_uri: str, now: datetime | None = None) -> str:

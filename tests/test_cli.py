@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +14,8 @@ from typer.testing import CliRunner
 
 from evaluator.cli import app as cli
 from evaluator.cli.app import MARKER_END, MARKER_START, app
-from evaluator.cli.options import EVALUATION_OPTIONS
+from evaluator.cli.option_sets import EVALUATION_OPTIONS, JOB_FIELDS, JOB_OPTIONS
+from evaluator.cli.options import envvar
 from evaluator.config import EvalConfig
 from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
@@ -179,6 +182,40 @@ def test_the_entrypoint_reads_the_seeds_variables_through_its_options():
     seed |= {"WANDB_ENTITY", "WANDB_PROJECT", "CHECKPOINTS", "EPISODES", "NUM_WORKERS", "UNIT_TIMEOUT", "RAY_ADDRESS"}
     assert seed <= variables
     assert _options("run")["policy_uri"][1] == _options("entrypoint")["policy_uri"][1] == "POLICY_URI"
+
+
+def test_every_variable_is_declared_once():
+    """An environment variable is written in one declaration (`envvar="..."`) across evaluator/; every command
+    reads each of its variables through one option, and only declared ones."""
+    root = Path(cli.__file__).parents[1]
+    declared = Counter(
+        name for path in root.rglob("*.py") for name in re.findall(r'envvar="([A-Z][A-Z0-9_]*)"', path.read_text())
+    )
+    assert declared and {name: count for name, count in declared.items() if count > 1} == {}
+    commands = typer.main.get_command(app).commands
+    for name, command in commands.items():
+        variables = [p.envvar for p in command.params if isinstance(p.envvar, str)]
+        assert len(variables) == len(set(variables)), f"{name} reads a variable through two options"
+        assert set(variables) <= set(declared), name
+
+
+def test_serve_forwards_exactly_the_job_options_variables(monkeypatch):
+    """`serve`'s job options are the evaluation options' declarations, and what it forwards into every job's
+    runtime_env is those options' variables, no other."""
+    import evaluator.service
+
+    started = []
+    monkeypatch.setattr(evaluator.service, "serve", started.append)
+    run, serve = _options("run"), _options("serve")
+    assert {name: serve[name] for name in JOB_FIELDS} == {name: run[name] for name in JOB_FIELDS}
+    given = {"suite": "smoke", "device": "cuda", "data_dir": "/d", "output_uri": "/o", "episodes": "2"}
+    given |= {"num_workers": "3", "unit_timeout": "4.5", "wandb_entity": "e", "wandb_project": "p"}
+    env = {serve[name][1]: value for name, value in given.items()}
+    result = runner.invoke(app, ["serve"], env={**env, "RAY_ADDRESS": "http://head:8265", "WEBHOOK_SECRET": "s" * 16})
+    assert result.exit_code == 0, result.stderr
+    (settings,) = started
+    assert set(given) == set(JOB_FIELDS) and {envvar(option.annotation) for option in JOB_OPTIONS} == set(env)
+    assert settings.job_env == env and settings.output_uri == "/o"
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -227,8 +228,9 @@ def _internal_error() -> web.Response:
     return web.Response(status=500, text="internal error (logged by the server)\n")
 
 
-def serve(data_dir: Path, results_db: str, host: str, port: int) -> None:
-    """Serve until interrupted; prints the address once listening (the real port when 0 was asked for)."""
+def serve(data_dir: Path, results_db: str, host: str, port: int, on_listening: Callable[[str], None]) -> None:
+    """Serve until interrupted; `on_listening(url)` once listening (the real port when 0 was asked for: the CLI
+    prints it)."""
 
     async def main() -> None:
         runner = web.AppRunner(application(data_dir, results_db), access_log=None)
@@ -236,7 +238,7 @@ def serve(data_dir: Path, results_db: str, host: str, port: int) -> None:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0]
-        print(f"serving {data_dir} at http://{bound[0]}:{bound[1]}/ (read-only; Ctrl-C stops)", flush=True)
+        on_listening(f"http://{bound[0]}:{bound[1]}/")
         try:
             await asyncio.Event().wait()
         finally:

@@ -13,7 +13,8 @@ once, as `<job id>-retry` (again put-if-absent, so replicas racing to resubmit m
 periodic check (`resubmit_outages`), and by GET /jobs/{id} of the failed job, which then shows the retry.
 Any other failure is final: the input or the checkpoint is at fault, and running it again fails again.
 
-Imports stay light (no evaluator.cli.app, no torch, no mettagrid): the service only reads what jobs print.
+Imports stay light (no evaluator.cli.app, no torch, no mettagrid): the service only reads what jobs print, and
+names the variables a job reads from their declarations (`evaluator.cli.options`, declarations only).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
+from evaluator.cli.options import Checkpoints, PolicyUris, RunName, SweepCheckpoints, envvar
 from evaluator.markers import last_marked
 from evaluator.outputs import OutputKind, delivered_url, output_kind
 from evaluator.reduce.report import Report
@@ -128,8 +130,8 @@ class RayJobs:
             "alias": delivery.alias,
         }
         # The URI names the version: the selection must be `latest` (any other would be refused as an override).
-        env = {**self._settings.job_env, "POLICY_URI": policy_uri, "RUN_NAME": job_id}
-        env |= {"CHECKPOINTS": "latest", "SWEEP_CHECKPOINTS": "latest"}
+        env = {**self._settings.job_env, envvar(PolicyUris): policy_uri, envvar(RunName): job_id}
+        env |= {envvar(Checkpoints): "latest", envvar(SweepCheckpoints): "latest"}
         metadata = {key: value for key, value in metadata.items() if value is not None}
         created = self._submit_once(job_id, self._settings.job_entrypoint, {"env_vars": env}, metadata)
         return Submission(job_id, policy_uri, created=created)

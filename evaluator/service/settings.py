@@ -37,7 +37,8 @@ class ServiceSettings(BaseModel):
     job_entrypoint: str = DEFAULT_ENTRYPOINT
     policy_uri_template: str = DEFAULT_POLICY_URI
     job_env: dict[str, str] = Field(default_factory=dict)
-    """Non-secret variables every job gets in its runtime_env (SIMULATION_SUITE, DATA_DIR, OUTPUT_URI, ...).
+    """Non-secret variables every job gets in its runtime_env: those of the job options given to `serve`
+    (`evaluator.cli.option_sets.JOB_OPTIONS`; SIMULATION_SUITE, DATA_DIR, OUTPUT_URI, ...).
     Secrets never go there: Ray keeps the runtime_env in the job's record, readable through the job API.
     Jobs get WANDB_API_KEY from the Ray head's own environment (a Kubernetes Secret)."""
     output_uri: str | None = None
