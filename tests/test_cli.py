@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from evaluator.cli import app as cli
 from evaluator.cli.app import MARKER_END, MARKER_START, app
 from evaluator.cli.option_sets import EVALUATION_OPTIONS, JOB_FIELDS, JOB_OPTIONS
-from evaluator.cli.options import envvar
 from evaluator.config import EvalConfig
+from evaluator.options import envvar
 from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
 from sim.errors import ServiceUnavailable, UsageError

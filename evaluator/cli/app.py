@@ -20,9 +20,9 @@ from typer.core import TyperCommand, TyperGroup
 from evaluator.cli.command import Output, redactor
 from evaluator.cli.evaluation import entrypoint, run, sweep
 from evaluator.cli.lookups import results, schema, suites, summary, view
-from evaluator.cli.options import PANELS
 from evaluator.cli.serving import serve
 from evaluator.markers import MARKER_END, MARKER_START
+from evaluator.options import PANELS
 from sim.errors import ExitCode
 
 __all__ = ["MARKER_END", "MARKER_START", "app", "main"]

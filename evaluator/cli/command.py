@@ -23,8 +23,8 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from evaluator.cli.options import ResultsDb, envvar
 from evaluator.markers import MARKER_END, MARKER_START, wrap
+from evaluator.options import ResultsDb, envvar
 from evaluator.reduce.report import ErrorReport
 from evaluator.secrets import SECRET_VARIABLES, Redactor, url_secrets
 from sim.errors import EvaluatorError, ExitCode, ServiceUnavailable, UsageError, validation_line

@@ -13,9 +13,9 @@ import typer
 
 from evaluator.cli.command import Printed, command
 from evaluator.cli.option_sets import EVALUATION_OPTIONS, with_options
-from evaluator.cli.options import SELECTION, Checkpoints, PolicyUris, SweepCheckpoints
 from evaluator.config import MAX_SECONDS, EvalConfig
 from evaluator.markers import MARKER_END, MARKER_START
+from evaluator.options import SELECTION, Checkpoints, PolicyUris, SweepCheckpoints
 from sim.errors import ExitCode, UsageError
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import typer
 from pydantic import ValidationError
 
 from evaluator.cli.command import Printed, command
-from evaluator.cli.options import DataDir, ResultsDb, envvar
 from evaluator.config import database_url
+from evaluator.options import DataDir, ResultsDb, envvar
 from evaluator.reduce.report import Report
 from sim.errors import UsageError, first_line
 

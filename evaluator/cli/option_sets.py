@@ -9,7 +9,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from evaluator.cli.options import (
+from evaluator.config import EvalConfig
+from evaluator.options import (
     Baseline,
     CpusPerWorker,
     DataDir,
@@ -44,7 +45,6 @@ from evaluator.cli.options import (
     WandbProject,
     envvar,
 )
-from evaluator.config import EvalConfig
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 

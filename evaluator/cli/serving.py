@@ -9,7 +9,7 @@ import typer
 
 from evaluator.cli.command import command
 from evaluator.cli.option_sets import JOB_OPTIONS, job_environment, with_options
-from evaluator.cli.options import RayAddress, ResultsDb, WandbApiKey
+from evaluator.options import RayAddress, ResultsDb, WandbApiKey
 from sim.errors import UsageError
 
 WebhookSecret = Annotated[

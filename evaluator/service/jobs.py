@@ -14,7 +14,7 @@ periodic check (`resubmit_outages`), and by GET /jobs/{id} of the failed job, wh
 Any other failure is final: the input or the checkpoint is at fault, and running it again fails again.
 
 Imports stay light (no evaluator.cli.app, no torch, no mettagrid): the service only reads what jobs print, and
-names the variables a job reads from their declarations (`evaluator.cli.options`, declarations only).
+names the variables a job reads from their declarations (`evaluator.options`, declarations only).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobDetails, JobStatus, JobSubmissionClient
 
-from evaluator.cli.options import Checkpoints, PolicyUris, RunName, SweepCheckpoints, envvar
 from evaluator.markers import last_marked
+from evaluator.options import Checkpoints, PolicyUris, RunName, SweepCheckpoints, envvar
 from evaluator.outputs import OutputKind, delivered_url, output_kind
 from evaluator.reduce.report import Report
 from evaluator.run.sweep_results import SweepResult, SweptCheckpoint

@@ -1,4 +1,6 @@
-"""The CLI's options, each declared once: `Annotated[..., typer.Option(envvar=..., rich_help_panel=...)]`.
+"""Every option of the program, each declared once: `Annotated[..., typer.Option(envvar=..., rich_help_panel=...)]`.
+The CLI offers them; the webhook service reads the same declarations to name the variables it forwards to the
+jobs it submits (so it sits below both, and imports nothing of either).
 
 Which command offers which is `evaluator.cli.option_sets`. A number option's bounds are those of its EvalConfig
 field (`bounds`): every int and float option has a minimum and a maximum, so typer refuses a huge, negative,
