@@ -1,3 +1,3 @@
-"""Ray actor classes. Plain Python classes, testable without Ray: the driver side (`evaluator.run`) wraps them
-with `ray.remote`; `ray_cluster` chooses every resource option and starts the actors, the scheduler (and the
-driver's start-up probe) make the `.remote` calls, `ray.wait`s and retries."""
+"""Ray actor classes. Plain Python classes, testable without Ray (the in-process executor calls them directly):
+the driver side wraps them with `ray.remote`; `evaluator.run.ray_cluster` chooses every resource option, and
+`evaluator.run.ray_executor` starts the actors and makes every `.remote` call, `ray.wait`, `ray.get` and kill."""

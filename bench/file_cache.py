@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from evaluator import __version__
-from evaluator.outputs.local import atomic_write
+from evaluator.reduce.run_directory import atomic_write
 from sim.envs import EnvSpec, episode_seed
 from sim.metrics import EpisodeResult
 from sim.suites import Suite

@@ -1,12 +1,13 @@
-"""The scheduler's queue logic alone (issue 12): microseconds per unit at 100,000 units, for few checkpoints
-with many units each and for many checkpoints with few, so a cost that grows with either shows.
+"""The scheduler's own cost (issue 12): microseconds per unit at 100,000 units, for few checkpoints with many
+units each and for many checkpoints with few, so a cost that grows with either shows.
 
     python -m bench.scheduler          # a few seconds
 
-`evaluator.run.work_queue.WorkQueue` with 16 workers and 2 units in flight each, driven by a loop that plays the
-workers (completions in a seeded random order, each worker reporting a policy cache of 4): every dispatch,
-completion and cache report the scheduler makes, without Ray. The loop's own bookkeeping is included, so
-the figures are an upper bound on the queue's cost. Target: < 20 us per unit, flat across the rows.
+The production loop, `evaluator.run.scheduler.schedule` (with its `WorkQueue`), drives 16 simulated workers
+with 2 units in flight each: an executor (`evaluator.run.executor`) whose calls end at once, in a seeded random
+order, each worker reporting a policy cache of 4. Every dispatch, completion, cache report and result the
+scheduler handles is timed, without Ray; the simulated workers' own bookkeeping is included, so the figures
+are an upper bound on the scheduler's cost. Target: < 20 us per unit, flat across the rows.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import random
 import sys
 import time
 
-from actors.protocol import WorkUnit
-from evaluator.run.work_queue import WorkQueue
+from actors.protocol import UnitResult, WorkUnit
+from evaluator.run.executor import Call, ExecutorStats, Outcome, Started
+from evaluator.run.scheduler import schedule
+from evaluator.run.unit_stream import Batch
 from sim.runner import EpisodeJob
 from sim.suites import get_suite
 
@@ -24,6 +27,76 @@ WORKERS = 16
 POLICY_CACHE = 4
 SHAPES = ((100, 1_000), (1_000, 100), (10_000, 10), (100_000, 1))
 """(checkpoints, units per checkpoint): 100,000 units each."""
+
+
+class SimulatedWorkers:
+    """An executor whose workers only keep their policy caches (least recently used first, `cache` long): `poll`
+    ends one call in flight, chosen at random, with the cache as the result's `held`; with `loss_rate`, a call
+    is lost now and then instead (its worker died: its cache and its other calls go with it)."""
+
+    max_in_flight = 2
+
+    def __init__(self, workers: int, *, cache: int = POLICY_CACHE, loss_rate: float = 0.0, seed: int = 0) -> None:
+        self.workers = workers
+        self.loads = 0
+        """Policy loads the workers made (a unit whose checkpoint was not in its worker's cache)."""
+        self._cache = cache
+        self._loss_rate = loss_rate
+        self._rng = random.Random(seed)
+        self._caches: list[list[str]] = [[] for _ in range(workers)]
+        self._in_flight: list[Call] = []
+
+    def start(self) -> Started:
+        return Started(workers_start_s=0.0, nodes=frozenset())
+
+    def submit(self, call: Call, checkpoint: bytes) -> None:
+        self._in_flight.append(call)
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        call = self._in_flight.pop(self._rng.randrange(len(self._in_flight)))
+        if self._loss_rate and self._rng.random() < self._loss_rate:
+            return [Outcome(call, lost="the simulated worker died")]
+        cache, digest = self._caches[call.worker], call.unit.checkpoint_digest
+        if digest in cache:
+            cache.remove(digest)
+        else:
+            self.loads += 1
+        cache.append(digest)
+        del cache[: -self._cache]
+        return [Outcome(call, UnitResult(call.unit.unit_id, f"w{call.worker}", held=tuple(cache)))]
+
+    def replace(self, worker: int) -> None:
+        self._in_flight = [call for call in self._in_flight if call.worker != worker]
+        self._caches[worker] = []
+
+    def release(self, digest: str) -> None:
+        pass
+
+    def stats(self) -> ExecutorStats:
+        return ExecutorStats(workers=(), replaced=0)
+
+    def close(self) -> None:
+        pass
+
+
+class Planned:
+    """A `UnitSource` of every unit at once, one batch per checkpoint (no bytes: nothing is loaded)."""
+
+    def __init__(self, units: list[WorkUnit]) -> None:
+        by_digest: dict[str, list[WorkUnit]] = {}
+        for unit in units:
+            by_digest.setdefault(unit.checkpoint_digest, []).append(unit)
+        self._batches = [Batch(digest, b"", batch) for digest, batch in by_digest.items()]
+
+    def take(self, timeout: float | None = 0.0) -> list[Batch]:
+        batches, self._batches = self._batches, []
+        return batches
+
+    def exhausted(self) -> bool:
+        return not self._batches
+
+    def fetching(self) -> bool:
+        return bool(self._batches)
 
 
 def plan(checkpoints: int, per_checkpoint: int) -> list[WorkUnit]:
@@ -35,29 +108,20 @@ def plan(checkpoints: int, per_checkpoint: int) -> list[WorkUnit]:
 
 
 def drive(units: list[WorkUnit]) -> tuple[float, int]:
-    """Seconds to schedule every unit once, and the policy loads the workers would have made."""
-    queue: WorkQueue[int] = WorkQueue(units, WORKERS, max_attempts=3)
-    rng = random.Random(0)
-    caches: list[list[str]] = [[] for _ in range(WORKERS)]
-    in_flight: list[tuple[int, int]] = []
-    tickets = loads = 0
+    """Seconds to schedule every unit once, and the policy loads the workers made."""
+    workers = SimulatedWorkers(WORKERS)
+    source = Planned(units)
+    reported = 0
+
+    def count(unit: WorkUnit, result: UnitResult) -> None:
+        nonlocal reported
+        reported += 1
+
     started = time.perf_counter()
-    while queue.busy():
-        for worker in range(WORKERS):
-            while (unit := queue.next_for(worker)) is not None:
-                tickets += 1
-                queue.dispatched(worker, tickets, unit)
-                in_flight.append((tickets, worker))
-        ticket, worker = in_flight.pop(rng.randrange(len(in_flight)))
-        digest = queue.finished(worker, ticket).checkpoint_digest
-        cache = caches[worker]
-        if digest in cache:
-            cache.remove(digest)
-        else:
-            loads += 1
-        caches[worker] = (cache + [digest])[-POLICY_CACHE:]
-        queue.holds(worker, caches[worker])
-    return time.perf_counter() - started, loads
+    schedule(workers, source, count, max_attempts=3)
+    seconds = time.perf_counter() - started
+    assert reported == len(units), (reported, len(units))
+    return seconds, workers.loads
 
 
 def main() -> int:

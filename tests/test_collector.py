@@ -1,5 +1,6 @@
-"""The collector lets go of episodes: replays are written and dropped, rows go to Parquet as they arrive, a
-checkpoint's episodes are reduced when its last one is in (whatever the arrival order) and dropped."""
+"""The run's sink and collector let go of episodes: replays are written and dropped, rows go to Parquet as they
+arrive (the sink), a checkpoint's episodes are reduced when its last one is in (whatever the arrival order)
+and dropped (the collector, which writes nothing)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from actors.protocol import UnitResult
-from evaluator.outputs.local import EpisodeTable
 from evaluator.reduce.assembly import checkpoint_metrics
 from evaluator.reduce.collector import Collector, Entry
+from evaluator.reduce.run_directory import EpisodeTable
+from evaluator.reduce.sink import RunSink
 from evaluator.run.plan import make_plan
 from evaluator.sources import Checkpoint
 from sim.metrics import EpisodeResult
@@ -34,10 +36,11 @@ def test_episodes_are_reduced_per_checkpoint_and_dropped(tmp_path: Path):
     units = make_plan(checkpoints, SUITE, shard_size=1)
     random.Random(0).shuffle(units)  # arrival order is any order
     table = EpisodeTable(tmp_path / "episodes.parquet")
-    collector = Collector(tmp_path, entries, SUITE, table)
+    sink, collector = RunSink(tmp_path, table), Collector(entries, SUITE)
     completed = []
     for unit in units:
-        collector.add(unit, UnitResult(unit.unit_id, "w", tuple(played(job) for job in unit.jobs)))
+        result = UnitResult(unit.unit_id, "w", tuple(played(job) for job in unit.jobs))
+        collector.add(unit, result, sink.write(unit.checkpoint_index, entries[unit.checkpoint_index], result.episodes))
         assert all(e.replay is None and not e.stats for kept in collector.results.values() for e in kept)
         completed.append(set(collector.metrics))
         assert not set(collector.metrics) & set(collector.results), "a reduced checkpoint's episodes were kept"
@@ -54,9 +57,9 @@ def test_episodes_are_reduced_per_checkpoint_and_dropped(tmp_path: Path):
 def test_the_streamed_report_is_the_full_reports_json(tmp_path: Path):
     """report.json written checkpoint by checkpoint is byte for byte what dumping the whole report gives
     (two policies, one with no checkpoints, an error, a replay URL), and reads back as the same report."""
-    from evaluator.outputs.local import write_report_streamed
     from evaluator.reduce.assembly import build_report
     from evaluator.reduce.report import CheckpointReport, Timing
+    from evaluator.reduce.run_directory import write_report_streamed
 
     results = [
         played(job) for unit in make_plan([Checkpoint("c", "u", "v", "d")], SUITE, shard_size=1) for job in unit.jobs

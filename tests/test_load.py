@@ -45,12 +45,11 @@ def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
 
 def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     """40 checkpoints, 2 workers: a checkpoint's bytes are put when its first unit is sent and dropped when its
-    last one is reported, so the scheduler never holds more than the few checkpoints its workers are on."""
-    import ray
-
+    last one is reported, so the Ray executor never holds more than the few checkpoints its workers are on."""
     from evaluator.run.plan import make_plan
     from evaluator.run.ray_cluster import worker_factory
-    from evaluator.run.scheduler import Scheduler
+    from evaluator.run.ray_executor import RayExecutor
+    from evaluator.run.scheduler import schedule
     from evaluator.sources import resolve
     from sim.suites import get_suite
     from tests.support.units import FixedUnits
@@ -63,15 +62,17 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     checkpoints = resolve(str(run), "all")
     units = make_plan(checkpoints, get_suite("smoke").with_episodes(2), shard_size=1, replays=False)
     config = EvalConfig(policy_uris=(str(run),), num_workers=2)
-    scheduler = Scheduler(worker_factory(config), 2, max_attempts=3)
+    executor = RayExecutor(worker_factory(config), 2)
     source = FixedUnits(units, {c.digest: c.data for c in checkpoints})
     held: list[int] = []
     reported: list[int] = []
+    refs = executor._refs  # the checkpoint bytes the executor holds in the object store
+    executor.start()
     try:
-        scheduler.run(source, lambda unit, result: (held.append(len(scheduler._refs)), reported.append(unit.unit_id)))
+        schedule(executor, source, lambda unit, result: (held.append(len(refs)), reported.append(unit.unit_id)),
+                 max_attempts=3)  # fmt: skip
+        assert refs == {}, "every checkpoint's bytes were let go with its last unit"
     finally:
-        for worker in scheduler.workers:  # the shared Ray has 2 CPUs: leave them to the next test
-            ray.kill(worker)
+        executor.close()  # the shared Ray has 2 CPUs: leave them to the next test
     assert sorted(reported) == [u.unit_id for u in units]
     assert max(held) <= 4, max(held)
-    assert scheduler._refs == {} and scheduler._bytes == {}

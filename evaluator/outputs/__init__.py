@@ -46,7 +46,7 @@ def output_kind(output_uri: str) -> OutputKind:
 def preflight_run(config: EvalConfig, settings: SourceSettings) -> None:
     """What a run checks before it lists, claims or evaluates anything, so that no work is lost to a bad
     destination: DATA_DIR is writable and OUTPUT_URI can take the results."""
-    from evaluator.outputs.local import check_writable
+    from evaluator.reduce.run_directory import check_writable
 
     check_writable(config.data_dir)
     if config.output_uri:

@@ -1,26 +1,24 @@
-"""The collector: takes episode results as units finish (and from the results store) and lets go of each as
-soon as it can. A replay is written when it arrives and dropped; every episode goes to episodes.parquet as
-it arrives (`EpisodeTable`); a checkpoint's episodes are reduced to its metrics the moment its last one is in
-(sorted, so the figures never depend on arrival order) and dropped, its metrics kept as compressed JSON
-(1-2% of the models' size), so the driver's memory is the episodes of checkpoints still in flight plus a
-few KB per finished checkpoint. The report is then written from them one checkpoint at a time.
+"""The collector, the run's pure reduction: takes episode results as units finish (and from the results store)
+and lets go of each as soon as it can. It writes nothing: the run's sink (`evaluator.reduce.sink`) has
+written each replay and episode row before the collector sees the episode, and hands it the replays' URIs.
+A checkpoint's episodes are reduced to its metrics the moment its last one is in (sorted, so the figures
+never depend on arrival order) and dropped, its metrics kept as compressed JSON (1-2% of the models' size),
+so the driver's memory is the episodes of checkpoints still in flight plus a few KB per finished checkpoint.
+Comparisons are made in one final pass, as the report is written one checkpoint at a time.
 """
 
 from __future__ import annotations
 
 import resource
 import zlib
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
-from evaluator.outputs.local import EpisodeRow, EpisodeTable, atomic_write, replay_path
 from evaluator.reduce.assembly import checkpoint_metrics, episode_scores
 from evaluator.reduce.comparisons import RunScores
 from evaluator.reduce.report import CheckpointMetrics, CheckpointReport, Timing
 from evaluator.sources import Checkpoint
-from evaluator.store.episodes import EpisodeStore
 from sim.metrics import EpisodeResult
 from sim.suites import Suite
 
@@ -35,14 +33,11 @@ class Entry:
 
 @dataclass
 class Collector:
-    """Accumulates unit results as they stream in; writes replays at once."""
+    """Accumulates unit results as they stream in, and reduces each checkpoint once its episodes are in."""
 
-    run_dir: Path
     entries: list[Entry]
     """In the run's order; a checkpoint's digest and error are known once `fetched`."""
     suite: Suite
-    table: EpisodeTable | None = None
-    """Where episode rows go as they arrive (None: nowhere, for callers that only want the metrics)."""
     results: dict[int, list[EpisodeResult]] = field(default_factory=dict)
     """Episodes (without replay and stats) of checkpoints not complete yet."""
     metrics: dict[int, bytes] = field(default_factory=dict)
@@ -54,8 +49,6 @@ class Collector:
     cached_episodes: int = 0
     played_agent_steps: int = 0
     units: int = 0
-    workers_replaced: int = 0
-    workers_start_s: float = 0.0
     baseline: str | None = None
     """The policy URI whose (last) checkpoint every other is compared with (`--baseline`)."""
     normalize: tuple[str, str] | None = None
@@ -92,68 +85,50 @@ class Collector:
         taken = {entry.policy_uri for index, entry in enumerate(self.entries) if index not in self.left_out}
         return [uri for uri in configured if uri in taken]
 
-    def add_cached(
+    def add_stored(
         self,
         index: int,
-        store: EpisodeStore,
-        replays: bool,
-        suite: Suite | None = None,
+        found: Sequence[EpisodeResult],
+        replay_uris: Mapping[str, str],
         held: Set[tuple[int, str, int]] = frozenset(),
     ) -> set[tuple[int, str, int]]:
-        """Take every episode of checkpoint `index` on `suite` (default: the run's) the store already holds
-        (`EpisodeStore.lookup`'s rule) and that is not `held` already; return their (checkpoint index, env,
-        episode) keys, which its plan then skips."""
-        stored = store.lookup(self.entries[index].checkpoint.digest, suite or self.suite, replays)
-        found: set[tuple[int, str, int]] = set()
-        for result in stored.found:
+        """Take the episodes of checkpoint `index` the results store holds (`found`, their rows already written
+        by the sink) that are not `held` already, and each environment's stored episode-0 replay (linked where
+        it is, not copied); return their (checkpoint index, env, episode) keys, which its plan then skips."""
+        taken: set[tuple[int, str, int]] = set()
+        for result in found:
             if (index, result.env, result.episode) in held:
                 continue
-            self._keep(index, result)
-            found.add((index, result.env, result.episode))
-        if replays:  # stored replays are linked where they are, not copied
-            for env in (suite or self.suite).envs:
-                stored_replay = stored.replay_uris.get((env.name, 0))
-                if stored_replay:
-                    self.replay_urls.setdefault(index, {})[env.name] = stored_replay
-        self.cached_episodes += len(found)
-        return found
+            self._keep(index, result, None)
+            taken.add((index, result.env, result.episode))
+        for env, uri in replay_uris.items():
+            self.replay_urls.setdefault(index, {})[env] = uri
+        self.cached_episodes += len(taken)
+        return taken
 
-    def add(self, unit: WorkUnit, result: UnitResult) -> list[str | None]:
-        """Take a unit's result; returns the URI of each episode's replay as written (None: no replay)."""
+    def add(self, unit: WorkUnit, result: UnitResult, replay_uris: Sequence[str | None] = ()) -> None:
+        """Take a unit's result; `replay_uris`: where the sink wrote each episode's replay (None: no replay)."""
         index = unit.checkpoint_index
         self.units += 1
         if result.error:
             self.errors.setdefault(index, result.error)
             self.results.pop(index, None)
-            return []
-        replays = []
-        for episode in result.episodes:
-            replays.append(self._keep(index, episode))
+            return
+        uris = list(replay_uris) or [None] * len(result.episodes)
+        for episode, replay_uri in zip(result.episodes, uris, strict=True):
+            self._keep(index, episode, replay_uri)
             self.played_agent_steps += episode.agent_steps
-        return replays
 
-    def _keep(self, index: int, episode: EpisodeResult) -> str | None:
-        checkpoint = self.entries[index].checkpoint
-        replay_uri = None
-        if episode.replay is not None:
-            path = replay_path(self.run_dir, index, checkpoint.name, episode.env, episode.episode)
-            atomic_write(path, episode.replay)
-            replay_uri = path.resolve().as_uri()
-            if episode.episode == 0:
-                self.replay_urls.setdefault(index, {})[episode.env] = replay_uri
-        if self.table is not None:
-            row = EpisodeRow(
-                self.entries[index].policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode
-            )
-            self.table.add(row)
+    def _keep(self, index: int, episode: EpisodeResult, replay_uri: str | None) -> None:
+        if replay_uri is not None and episode.episode == 0:
+            self.replay_urls.setdefault(index, {})[episode.env] = replay_uri
         self.episodes += 1
         if index in self.errors:
-            return replay_uri
+            return
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
         if self.reduce_when_complete and len(kept) == self._expected:
             self.complete(index)
-        return replay_uri
 
     def complete(self, index: int) -> None:
         """Every episode of checkpoint `index` is in: reduce them to its metrics and let them go."""
@@ -213,7 +188,17 @@ class Collector:
             for i, error in sorted(self.errors.items())
         ]
 
-    def timing(self, wall_s: float, ray_init_s: float, evaluation_s: float, stats: list[WorkerStats]) -> Timing:
+    def timing(
+        self,
+        wall_s: float,
+        ray_init_s: float,
+        evaluation_s: float,
+        stats: list[WorkerStats],
+        *,
+        workers_start_s: float = 0.0,
+        workers_replaced: int = 0,
+    ) -> Timing:
+        """The report's timing: the run's own figures (what the executor measured) with the collector's counts."""
         agent_steps = self.played_agent_steps
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return Timing(
@@ -226,8 +211,8 @@ class Collector:
             episodes_cached=self.cached_episodes,
             policy_loads=sum(s.loads for s in stats),
             workers=len(stats),
-            workers_replaced=self.workers_replaced,
-            workers_start_s=self.workers_start_s,
+            workers_replaced=workers_replaced,
+            workers_start_s=workers_start_s,
             driver_peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports KiB
             driver_cpu_s=usage.ru_utime + usage.ru_stime,
             units=self.units,

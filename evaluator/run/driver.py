@@ -23,20 +23,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.protocol import WorkerStats
 from evaluator.config import EvalConfig, results_db_url
 from evaluator.cost.estimate import CheckpointIdentity, Usage, cost_report
-from evaluator.cost.node_clock import LOCAL, NodeClock, NodeLifetime
+from evaluator.cost.node_clock import LOCAL, NodeLifetime
 from evaluator.cost.prices import PriceTable, load_prices
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
-from evaluator.outputs.local import EpisodeTable, atomic_write, write_report, write_report_streamed
 from evaluator.reduce.adaptive import AdaptiveRule
 from evaluator.reduce.assembly import build_report
 from evaluator.reduce.collector import Collector, Entry
 from evaluator.reduce.report import OutputStatus, Report
+from evaluator.reduce.run_directory import EpisodeTable, atomic_write, write_report, write_report_streamed
+from evaluator.reduce.sink import RunSink
 from evaluator.run.checkpoint_feed import CheckpointFeed
-from evaluator.run.in_process import in_process_worker, run_in_process, runs_in_process
+from evaluator.run.executor import NOTHING_RAN, RunTiming
+from evaluator.run.in_process import NODE_ID as IN_PROCESS_NODE
+from evaluator.run.in_process import InProcessExecutor, runs_in_process
 from evaluator.run.plan import plan_checkpoint
+from evaluator.run.scheduler import OnResult, execute
 from evaluator.run.unit_stream import Admission, ProgressCallback, UnitStream
 from evaluator.scorecard.rows import Row, RowCollector, rows_of
 from evaluator.sources import Checkpoint, SourceSettings, list_candidates
@@ -105,10 +108,8 @@ def evaluate(
     try:
         adaptive = adaptive_rule(config)
         collector = Collector(
-            run_dir,
             entries,
             suite,
-            table,
             baseline=config.baseline,
             normalize=config.normalize,
             reduce_when_complete=adaptive is None,
@@ -116,19 +117,19 @@ def evaluate(
         stream = UnitStream(
             feed,
             collector,
+            RunSink(run_dir, table, store, run_log.run_id),
             shard_size=config.shard_size,
             replays=config.replays,
             store=store,
             reuse=config.reuse_results,
-            run_id=run_log.run_id,
             adaptive=adaptive,
             admission=admission,
             on_progress=on_progress,
         )
-        ray_init_s, evaluation_s, stats = 0.0, 0.0, []
+        ray_init_s, ran = 0.0, NOTHING_RAN
         usage = Usage()
         if stream.has_work():  # everything stored or failed: no Ray at all
-            ray_init_s, evaluation_s, stats = _run_units(config, stream, collector, usage, prices)
+            ray_init_s, ran = _run_units(config, stream, collector.suite, usage, prices)
     except BaseException:
         table.abort()  # nothing half-written: no episodes.parquet, no report; stored episodes are whole units
         with contextlib.suppress(EvaluatorError):  # the database itself may be what went away
@@ -142,7 +143,15 @@ def evaluate(
         return RunOutcome(run_dir=run_dir, failures=[], suite=suite.name, empty=True)
     table.close()
 
-    timing = collector.timing(time.perf_counter() - started, ray_init_s, evaluation_s, stats)
+    stats = list(ran.workers)
+    timing = collector.timing(
+        time.perf_counter() - started,
+        ray_init_s,
+        ran.evaluation_s,
+        stats,
+        workers_start_s=ran.workers_start_s,
+        workers_replaced=ran.replaced,
+    )
     cost = cost_report(usage, prices, timing.agent_steps, _identities(collector))
     policy_uris = collector.policy_uris(config.policy_uris)
     skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, adaptive, cost=cost)
@@ -211,66 +220,49 @@ def _identities(collector: Collector) -> list[CheckpointIdentity]:
 
 
 def _run_units(
-    config: EvalConfig, stream: UnitStream, collector: Collector, usage: Usage, prices: PriceTable
-) -> tuple[float, float, list[WorkerStats]]:
-    """Run the units in this process when the plan is small (evaluator.run.in_process), else start or attach to
-    Ray and run them on a pool of workers; (ray start s, evaluation s, worker stats). `usage` gathers what the
-    cost estimate prices: each unit's worker seconds, the nodes our workers ran on and every node's time up."""
-    per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), collector.suite, shard_size=config.shard_size)
+    config: EvalConfig, stream: UnitStream, suite: Suite, usage: Usage, prices: PriceTable
+) -> tuple[float, RunTiming]:
+    """Run the units through one executor (`evaluator.run.executor`, driven by `evaluator.run.scheduler`): in this
+    process when the plan is small (`evaluator.run.in_process`), else on a pool of Ray workers, starting or
+    attaching to Ray; (ray start s, what running them took). `usage` gathers what the cost estimate prices:
+    each unit's worker seconds, the nodes our workers ran on and every node's time up."""
+    per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), suite, shard_size=config.shard_size)
     max_units = len(per_checkpoint) * len(stream.feed)
+    on_result = usage.recording(stream.reported)
     if runs_in_process(config, sum(u.agent_steps_upper_bound for u in per_checkpoint) * len(stream.feed)):
         prices.require([LOCAL])  # this machine is the one node
         held_from = time.time()
-        workers_started = time.perf_counter()
-        worker = in_process_worker(config)
-        collector.workers_start_s = time.perf_counter() - workers_started
-        eval_started = time.perf_counter()
-        stats = run_in_process(worker, stream, usage.recording(stream.reported))
-        usage.ran_on([stats.node_id])
-        usage.lifetimes.append(NodeLifetime(stats.node_id, LOCAL, held_from, time.time()))
-        return 0.0, time.perf_counter() - eval_started, [stats]
-    import ray  # not before: a small evaluation in process never loads it
+        ray_init_s = 0.0
+        timing = execute(
+            InProcessExecutor(config), stream, on_result, max_attempts=config.max_attempts, unit_timeout=None
+        )  # a call in process runs to its end: --unit-timeout cannot apply (auto never chooses this with one)
+        usage.lifetimes.append(NodeLifetime(IN_PROCESS_NODE, LOCAL, held_from, time.time()))
+    else:
+        ray_init_s, timing = _run_on_ray(config, stream, on_result, usage, prices, max_units)
+    usage.ran_on(timing.nodes)
+    return ray_init_s, timing
 
-    from evaluator.run.autoscaling import GpuNodes
-    from evaluator.run.ray_cluster import connect, host_types, worker_factory, worker_nodes, worker_slots, worker_stats
-    from evaluator.run.scheduler import Scheduler
 
-    ray_init_s, started_ray = connect(config)
-    gpu_nodes = GpuNodes(config)  # scale from zero: a GPU node asked of the autoscaler, released below
-    clock = NodeClock().start()  # every node's time up, from here to the end of the evaluation (the cost estimate)
-    try:
-        gpu_nodes.ensure()
-        nodes = ray.nodes()
-        slots = worker_slots(config, nodes, max_units)
-        prices.require(host_types(nodes, slots))  # fail fast: every node that could run our workers has a price
-        count = len(slots)
+def _run_on_ray(
+    config: EvalConfig, stream: UnitStream, on_result: OnResult, usage: Usage, prices: PriceTable, max_units: int
+) -> tuple[float, RunTiming]:
+    """Start or attach to Ray, size the worker pool for its nodes (every node that could run a worker must have a
+    price: fail fast) and run the units on it; (ray start s, timing)."""
+    # Not before: a small evaluation in process never loads Ray.
+    from evaluator.run.ray_cluster import host_types, ray_session, worker_factory, worker_slots
+    from evaluator.run.ray_executor import RayExecutor
+
+    with ray_session(config, usage) as cluster:
+        slots = worker_slots(config, cluster.nodes, max_units)
+        prices.require(host_types(cluster.nodes, slots))
         if config.max_resident_checkpoints is None:
-            stream.feed.widen(2 * count)
-        scheduler = Scheduler(worker_factory(config, slots), count, config.max_attempts, config.unit_timeout)
+            stream.feed.widen(2 * len(slots))
         usage.ran_on(slot.node_id for slot in slots)
-        workers_started = time.perf_counter()
-        # Actor processes boot (imports, torch) before the evaluation clock starts; a worker that fails to
-        # start surfaces in the scheduler's own loop (this wait never raises).
-        probes = [worker.stats.remote() for worker in scheduler.workers]
-        started, _ = ray.wait(probes, num_returns=len(probes), timeout=300)
-        usage.ran_on(worker_nodes(started))
-        collector.workers_start_s = time.perf_counter() - workers_started
-        eval_started = time.perf_counter()
-        try:
-            scheduler.run(stream, usage.recording(stream.reported))
-            evaluation_s = time.perf_counter() - eval_started
-            stats = worker_stats(scheduler.workers)
-            usage.ran_on(s.node_id for s in stats)
-            collector.workers_replaced = scheduler.replaced
-        finally:  # on an attached cluster too: an error here must not leave actors holding its resources
-            for worker in scheduler.workers:
-                ray.kill(worker)
-    finally:
-        gpu_nodes.release()  # after the workers are gone: the idle node may then be removed
-        usage.lifetimes = clock.stop()
-        if started_ray:
-            ray.shutdown()
-    return ray_init_s, evaluation_s, stats
+        executor = RayExecutor(worker_factory(config, slots), len(slots))
+        timing = execute(
+            executor, stream, on_result, max_attempts=config.max_attempts, unit_timeout=config.unit_timeout
+        )
+    return cluster.ray_init_s, timing
 
 
 def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:

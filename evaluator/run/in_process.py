@@ -1,6 +1,7 @@
 """Small evaluations without Ray: the plan runs in this process through the same `EvalWorker` class the
 actors use, so a quick check skips Ray's start (~5 s) and the worker processes' boot (~2-3 s) and gives the
-same report (episode results depend only on checkpoint, environment and episode seed).
+same report (episode results depend only on checkpoint, environment and episode seed). `InProcessExecutor` is
+the executor (`evaluator.run.executor`) of one such worker: the scheduler drives it as it drives Ray's actors.
 
 `--execution auto` (the default) chooses this only when it is both faster and as safe: no cluster asked for
 (`--ray-address`), a plan small enough that one core finishes it before Ray would have started, CPU, one
@@ -10,16 +11,19 @@ shipped in an archive could take the driver down with it). `--execution in-proce
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import deque
 from typing import TYPE_CHECKING
 
-from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.config import Device, EvalConfig, Execution
-from evaluator.run.unit_stream import UnitSource
+from evaluator.run.executor import Call, ExecutorStats, Outcome, Started
 from evaluator.run.worker_layout import DEFAULT_CPUS_PER_WORKER
 
 if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
     from actors.eval_worker import EvalWorker
+
+NODE_ID = "in-process"
+"""The node id of the in-process worker (its results, its counters, the cost estimate's one node)."""
 
 SMALL_PLAN_AGENT_STEPS = 100_000
 """Upper bound on a plan's agent-steps for `auto` to run it in process: ~5 s on one core with the example
@@ -41,34 +45,54 @@ def runs_in_process(config: EvalConfig, agent_steps_upper_bound: int) -> bool:
     )
 
 
-def in_process_worker(config: EvalConfig) -> EvalWorker:
-    """The worker, made before the evaluation clock starts (its imports are the expensive part: torch,
-    mettagrid), as the Ray path starts its actors before it."""
-    from actors.eval_worker import EvalWorker
+class InProcessExecutor:
+    """One `EvalWorker` in this process, one call at a time: `poll` runs the call submitted first to its end
+    (so `--unit-timeout` cannot cut it short, and an exception it raises ends the run, as a bug would), and
+    nothing is ever lost or replaced. The worker is made in `start`, before the evaluation clock starts (its
+    imports are the expensive part: torch, mettagrid), as the Ray executor starts its actors before it."""
 
-    return EvalWorker(
-        device=config.device.value,
-        num_threads=max(1, int(config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)),
-        policy_cache_size=config.policy_cache_size,
-        node_id="in-process",
-        trust_remote_code=config.trust_remote_code,
-    )
+    workers = 1
+    max_in_flight = 1
 
+    def __init__(self, config: EvalConfig) -> None:
+        self._config = config
+        self._worker: EvalWorker | None = None
+        self._submitted: deque[tuple[Call, bytes]] = deque()
 
-def run_in_process(
-    worker: EvalWorker, source: UnitSource, on_result: Callable[[WorkUnit, UnitResult], None]
-) -> WorkerStats:
-    """Every unit, checkpoint by checkpoint as they arrive; a checkpoint error drops that checkpoint's other
-    units with the same error, as the scheduler does. Returns the worker's counters."""
-    while batches := source.take(timeout=None):
-        for batch in batches:
-            error = None
-            for unit in batch.units:
-                result = (
-                    UnitResult(unit_id=unit.unit_id, worker="in-process", error=error)
-                    if error
-                    else worker.run(unit, batch.data)
-                )
-                error = error or result.error
-                on_result(unit, result)
-    return worker.stats()
+    def start(self) -> Started:
+        from actors.eval_worker import EvalWorker
+
+        started = time.perf_counter()
+        self._worker = EvalWorker(
+            device=self._config.device.value,
+            num_threads=max(1, int(self._config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)),
+            policy_cache_size=self._config.policy_cache_size,
+            node_id=NODE_ID,
+            trust_remote_code=self._config.trust_remote_code,
+        )
+        return Started(workers_start_s=time.perf_counter() - started, nodes=frozenset([NODE_ID]))
+
+    def submit(self, call: Call, checkpoint: bytes) -> None:
+        self._submitted.append((call, checkpoint))
+
+    def poll(self, timeout: float | None) -> list[Outcome]:
+        """The first call submitted, run now to its end (`timeout` does not apply)."""
+        if not self._submitted:
+            return []
+        assert self._worker is not None, "start() first"
+        call, checkpoint = self._submitted.popleft()
+        return [Outcome(call, self._worker.run(call.unit, checkpoint))]
+
+    def replace(self, worker: int) -> None:
+        raise AssertionError("an in-process call is never lost or expired")  # the scheduler never asks
+
+    def release(self, digest: str) -> None:
+        """Nothing to let go: the bytes are the scheduler's, and a call's while it runs."""
+
+    def stats(self) -> ExecutorStats:
+        assert self._worker is not None, "start() first"
+        return ExecutorStats(workers=(self._worker.stats(),), replaced=0)
+
+    def close(self) -> None:
+        self._worker = None
+        self._submitted.clear()

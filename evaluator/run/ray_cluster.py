@@ -1,15 +1,18 @@
-"""Connecting to Ray and launching the worker pool: attach or start, then one actor per worker slot
-(`evaluator.run.worker_layout` decides the slots: how many actors, with which resources, on which nodes).
+"""Connecting to Ray and launching the worker pool: attach or start (`ray_session`), then one actor per worker
+slot (`evaluator.run.worker_layout` decides the slots: how many actors, with which resources, on which nodes;
+`worker_factory` starts them, `evaluator.run.ray_executor` runs units on them).
 
 Resources are chosen here, where the workers are launched (not baked into the actor class).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -17,9 +20,10 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.eval_worker import EvalWorker
-from actors.protocol import WorkerStats
 from evaluator.config import EvalConfig
-from evaluator.cost.node_clock import node_type
+from evaluator.cost.estimate import Usage
+from evaluator.cost.node_clock import NodeClock, node_type
+from evaluator.run.autoscaling import GpuNodes
 from evaluator.run.worker_layout import WorkerSlot, alive_nodes, could_host, plan_workers, uniform_slots
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
@@ -32,6 +36,33 @@ class RayEvalWorker(EvalWorker):
     def __init__(self, **kwargs: object) -> None:
         context = ray.get_runtime_context()
         super().__init__(gpu_ids=[str(i) for i in ray.get_gpu_ids()], node_id=context.get_node_id(), **kwargs)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    ray_init_s: float
+    """Seconds `connect` took (0 when this process was already connected)."""
+    nodes: list[dict[str, Any]]
+    """`ray.nodes()` once a node can host a worker."""
+
+
+@contextlib.contextmanager
+def ray_session(config: EvalConfig, usage: Usage) -> Iterator[Cluster]:
+    """Connect (`connect`), make sure a node can host a worker (a GPU node asked of the autoscaler when there is
+    none: `evaluator.run.autoscaling.GpuNodes`) and clock every node's time up into `usage.lifetimes` (the cost
+    estimate) until the block ends; then withdraw the GPU node request and shut Ray down if we started it. Stop
+    the workers inside the block: the idle GPU node may then be removed."""
+    ray_init_s, started_ray = connect(config)
+    gpu_nodes = GpuNodes(config)
+    clock = NodeClock().start()
+    try:
+        gpu_nodes.ensure()
+        yield Cluster(ray_init_s=ray_init_s, nodes=ray.nodes())
+    finally:
+        gpu_nodes.release()
+        usage.lifetimes = clock.stop()
+        if started_ray:
+            ray.shutdown()
 
 
 def connect(config: EvalConfig) -> tuple[float, bool]:
@@ -93,10 +124,10 @@ def worker_factory(
 ) -> Callable[[int], ray.actor.ActorHandle]:
     """`start(i)` starts the actor of slot `i` (default: the uniform pool's resources for every `i`). Resources
     are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU. No Ray restarts: the
-    scheduler replaces a dead worker itself, so its accounting of in-flight units never races an actor coming
-    back; the replacement takes the dead worker's slot (same node, same share). A pinned slot whose node has
-    gone starts its replacement unpinned with the same share (hard affinity to a dead node could never start);
-    it goes wherever Ray, or the autoscaler, finds room."""
+    Ray executor (`evaluator.run.ray_executor`) replaces a dead worker itself, so its accounting of in-flight
+    units never races an actor coming back; the replacement takes the dead worker's slot (same node, same
+    share). A pinned slot whose node has gone starts its replacement unpinned with the same share (hard affinity
+    to a dead node could never start); it goes wherever Ray, or the autoscaler, finds room."""
     actor = ray.remote(RayEvalWorker)
     default = uniform_slots(config, [], 1)[0]
     started: set[int] = set()
@@ -125,26 +156,3 @@ def worker_factory(
 
 def _alive(node_id: str) -> bool:
     return any(node["NodeID"] == node_id and node.get("Alive") for node in ray.nodes())
-
-
-def worker_nodes(probes: Sequence[ray.ObjectRef]) -> set[str]:
-    """The nodes of the workers whose `stats` probes have answered (the others' nodes show up in their results)."""
-    nodes = set()
-    for probe in probes:
-        try:
-            nodes.add(ray.get(probe, timeout=0).node_id)
-        except RayError:
-            continue
-    return nodes
-
-
-def worker_stats(workers: Sequence[ray.actor.ActorHandle]) -> list[WorkerStats]:
-    """Counters of the workers still alive at the end (one may die after its last unit: its results are
-    already in, only its counters are lost)."""
-    stats = []
-    for worker in workers:
-        try:
-            stats.append(ray.get(worker.stats.remote()))
-        except RayError as exc:
-            logger.warning("worker died after its last unit; its counters are lost (%s)", type(exc).__name__)
-    return stats

@@ -21,8 +21,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evaluator.config import MAX_SECONDS, EvalConfig, results_db_url
-from evaluator.outputs.local import atomic_write
 from evaluator.reduce.collector import Entry
+from evaluator.reduce.run_directory import atomic_write
 from evaluator.run.driver import ProgressCallback, RunOutcome, evaluate
 from evaluator.run.sweep_results import CheckpointState, SweepResult, SweptCheckpoint
 from evaluator.store.episodes import EpisodeStore

@@ -11,18 +11,19 @@ checkpoints held in memory is the feed's bound, whatever the run's size.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Set
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.protocol import UnitResult, WorkUnit
 from evaluator.reduce.adaptive import AdaptiveRule
 from evaluator.reduce.assembly import episode_scores
 from evaluator.reduce.collector import Collector, Entry
+from evaluator.reduce.sink import RunSink
 from evaluator.run.checkpoint_feed import CheckpointFeed
 from evaluator.run.plan import plan_checkpoint
 from evaluator.sources import Checkpoint
-from evaluator.store.episodes import EpisodeStore, PlayedEpisode
+from evaluator.store.episodes import EpisodeStore
 from sim.suites import Suite
 
 ProgressCallback = Callable[[int, int], None]
@@ -48,7 +49,7 @@ class Admission(Protocol):
 
 
 class UnitSource(Protocol):
-    """What the scheduler and the in-process runner take units from."""
+    """What the scheduling loop (`evaluator.run.scheduler`) takes units from, whatever the executor."""
 
     def take(self, timeout: float | None = 0.0) -> list[Batch]: ...
     def exhausted(self) -> bool: ...
@@ -62,17 +63,18 @@ class UnitStream:
         self,
         feed: CheckpointFeed,
         collector: Collector,
+        sink: RunSink,
         *,
         shard_size: int,
         replays: bool,
         store: EpisodeStore | None = None,
         reuse: bool = True,
-        run_id: int | None = None,
         adaptive: AdaptiveRule | None = None,
         admission: Admission | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
-        """Episodes are taken from `store` when `reuse`, and every one played is recorded there (as `run_id`'s).
+        """Episodes are taken from `store` when `reuse`; every one played goes to the sink (its replay and row
+        written, recorded in the results store) before the collector reduces it.
         With `adaptive`, a checkpoint whose round is in gets another round of units for the environments that
         need more episodes (its bytes are kept until it is done), then the collector reduces it."""
         self.feed = feed
@@ -83,9 +85,8 @@ class UnitStream:
         self._rounds: list[Batch] = []
         """Next-round batches decided since the last `take`."""
         self._collector = collector
-        self._store = store
-        self._reuse = reuse
-        self._run_id = run_id
+        self._sink = sink
+        self._store = store if reuse else None
         self._shard_size = shard_size
         self._replays = replays
         self._on_progress = on_progress
@@ -137,8 +138,7 @@ class UnitStream:
         if checkpoint.error:
             self.settled_episodes += self._per_checkpoint
             return None
-        reuse = self._store is not None and self._reuse
-        skip = self._collector.add_cached(index, self._store, self._replays) if reuse else set()
+        skip = self._take_stored(index, self._collector.suite, self._replays)
         self.settled_episodes += len(skip)
         units = plan_checkpoint(
             index,
@@ -177,8 +177,7 @@ class UnitStream:
             if not added:
                 break
             self.total_episodes += added
-            reuse = self._store is not None and self._reuse
-            stored = self._collector.add_cached(index, self._store, False, grown, held) if reuse else set()
+            stored = self._take_stored(index, grown, False, held)
             self.settled_episodes += len(stored)
             units = plan_checkpoint(
                 index, checkpoint, grown, shard_size=self._shard_size, replays=False, skip=held | stored,
@@ -190,16 +189,30 @@ class UnitStream:
         self._data.pop(index, None)
         return None
 
+    def _take_stored(
+        self, index: int, suite: Suite, replays: bool, held: Set[tuple[int, str, int]] = frozenset()
+    ) -> set[tuple[int, str, int]]:
+        """The episodes of checkpoint `index` on `suite` the results store holds and that are not `held` already:
+        their rows written by the sink, taken by the collector; their keys, which the plan then skips."""
+        if self._store is None:
+            return set()
+        entry = self._collector.entries[index]
+        stored = self._store.lookup(entry.checkpoint.digest, suite, replays)
+        fresh = [r for r in stored.found if (index, r.env, r.episode) not in held]
+        self._sink.write(index, entry, fresh)
+        found_replays = {env.name: stored.replay_uris.get((env.name, 0)) for env in suite.envs} if replays else {}
+        replay_uris = {env: uri for env, uri in found_replays.items() if uri}
+        return self._collector.add_stored(index, fresh, replay_uris)
+
     def reported(self, unit: WorkUnit, result: UnitResult) -> None:
-        """Record `unit`'s result; the checkpoint's place in the feed is freed with its last unit."""
-        replay_uris = self._collector.add(unit, result)
-        if self._store is not None and result.episodes:
-            envs = {job.env.name: job.env for job in unit.jobs}
-            played = [
-                PlayedEpisode(envs[episode.env], replace(episode, replay=None), uri)
-                for episode, uri in zip(result.episodes, replay_uris, strict=True)
-            ]
-            self._store.put(unit.checkpoint_digest, played, self._run_id)
+        """Record `unit`'s result (the sink writes, the collector reduces); the checkpoint's place in the feed is
+        freed with its last unit."""
+        replay_uris: list[str | None] = []
+        if not result.error:
+            replay_uris = self._sink.write(unit.checkpoint_index, self._collector.entries[unit.checkpoint_index],
+                                           result.episodes)  # fmt: skip
+            self._sink.record(unit, result.episodes, replay_uris)
+        self._collector.add(unit, result, replay_uris)
         self.settled_episodes += len(unit.jobs)
         index = unit.checkpoint_index
         self._unreported[index] -= 1

@@ -43,10 +43,10 @@ HTML = "text/html; charset=utf-8"
 
 RUN_FILES = frozenset({"report.json", PAGE_NAME, "episodes.parquet", "sweep.json"})
 """The files a run writes at the top of its directory: report.json and episodes.parquet
-(evaluator.outputs.local), report.html (evaluator.scorecard.page), sweep.json (evaluator.run.sweep). With the
+(evaluator.reduce.run_directory), report.html (evaluator.scorecard.page), sweep.json (evaluator.run.sweep). With the
 replays, the only files served."""
 REPLAYS = "replays"
-"""A run's replays: `replays/<NNN_checkpoint>/<env>_ep<N>.json.z` (evaluator.outputs.local.replay_path)."""
+"""A run's replays: `replays/<NNN_checkpoint>/<env>_ep<N>.json.z` (evaluator.reduce.run_directory.replay_path)."""
 NAME_MAX = 255
 """Bytes in one file name (Linux's NAME_MAX): a longer segment names nothing (414)."""
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine, and_, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
+from actors.protocol import WorkUnit
 from evaluator import __version__
 from evaluator.sources import path_of
 from evaluator.store.database import errors_of, open_database
@@ -83,6 +84,22 @@ class EpisodeStore:
                 if row.replay_uri:
                     stored.replay_uris[(env.name, episode)] = row.replay_uri
         return stored
+
+    def put_unit(
+        self,
+        unit: WorkUnit,
+        results: Sequence[EpisodeResult],
+        replay_uris: Sequence[str | None],
+        run_id: int | None = None,
+    ) -> None:
+        """Store a unit's played episodes (`put`), each under its environment's spec and with its replay by
+        URI, never its bytes."""
+        envs = {job.env.name: job.env for job in unit.jobs}
+        played = [
+            PlayedEpisode(envs[result.env], replace(result, replay=None), uri)
+            for result, uri in zip(results, replay_uris, strict=True)
+        ]
+        self.put(unit.checkpoint_digest, played, run_id)
 
     def put(self, digest: str, played: Sequence[PlayedEpisode], run_id: int | None = None) -> None:
         """Store a unit's episodes in one transaction; an episode stored meanwhile (by another run or sweep:

@@ -1,5 +1,6 @@
-"""Writing a run's local outputs: report.json, episodes.parquet, replays (report.html is drawn by
-`evaluator.scorecard` and written with `atomic_write`). Every file is written to a temporary name in its
+"""The run directory (DATA_DIR/<run>), written here and nowhere else: report.json, episodes.parquet, replays
+(report.html is drawn by `evaluator.scorecard` and written with `atomic_write`; `evaluator.outputs` only
+delivers the finished directory elsewhere). Every file is written to a temporary name in its
 directory and renamed into place, so a reader never sees half a file; report.json marks the run complete
 (only the page, drawn from it, follows it)."""
 
