@@ -103,8 +103,8 @@ class EvalWorker:
             device=self._device,
             node_id=self._node_id,
             gpu_ids=tuple(self._gpu_ids),
-            loads=self._loads,
-            hits=self._hits,
+            policy_loads=self._loads,
+            cache_hits=self._hits,
             loaded_checkpoints=tuple(self._loaded),
             cached_policies=len(self._policies),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB

@@ -47,12 +47,15 @@ class UnitResult:
 
 @dataclass(frozen=True)
 class WorkerStats:
+    """A worker's counters: one record from the actor to the report (its fields are the report's `workers`
+    entries, `evaluator.reduce.report.WorkerReport`, one for one)."""
+
     worker: str
     device: str
     node_id: str
     gpu_ids: tuple[str, ...]
-    loads: int
-    hits: int
+    policy_loads: int
+    cache_hits: int
     loaded_checkpoints: tuple[str, ...] = field(default=())
     cached_policies: int = 0
     peak_rss_mb: float = 0.0

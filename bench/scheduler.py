@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 
 from actors.protocol import UnitResult, WorkUnit
 from evaluator.run.executor import Call, ExecutorStats, Outcome, Started
@@ -80,13 +81,15 @@ class SimulatedWorkers:
 
 
 class Planned:
-    """A `UnitSource` of every unit at once, one batch per checkpoint (no bytes: nothing is loaded)."""
+    """A `UnitSource` of units known up front, one batch per checkpoint, with each checkpoint's bytes (none by
+    default: nothing is loaded). The bench's, and the tests' that drive the scheduler without a feed."""
 
-    def __init__(self, units: list[WorkUnit]) -> None:
+    def __init__(self, units: Sequence[WorkUnit], checkpoint_bytes: Mapping[str, bytes] | None = None) -> None:
         by_digest: dict[str, list[WorkUnit]] = {}
         for unit in units:
             by_digest.setdefault(unit.checkpoint_digest, []).append(unit)
-        self._batches = [Batch(digest, b"", batch) for digest, batch in by_digest.items()]
+        data = checkpoint_bytes or {}
+        self._batches = [Batch(digest, data.get(digest, b""), batch) for digest, batch in by_digest.items()]
 
     def take(self, timeout: float | None = 0.0) -> list[Batch]:
         batches, self._batches = self._batches, []

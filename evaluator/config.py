@@ -1,5 +1,9 @@
 """`EvalConfig`: every option of an evaluation, validated once at the edge (the CLI builds it from flags
-and the seed's environment variables; nothing below the CLI reads `os.environ`)."""
+and the seed's environment variables; nothing below the CLI reads `os.environ`), then handed out in frozen
+slices, each taken by the module that owns it: `selection` (the sources), `play` (the suite and its episodes),
+`workers` (the executors, worker layout, Ray cluster and autoscaling), `storage` (DATA_DIR, the results
+database, OUTPUT_URI) and `wandb` (the W&B account). Only the driver's `evaluate` and the sweep take it whole,
+to hand the slices out."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -30,6 +35,81 @@ class Execution(StrEnum):
     """Small plans in this process when no cluster is asked for (evaluator.run.in_process), else Ray."""
     RAY = "ray"
     IN_PROCESS = "in-process"
+
+
+class _Slice(BaseModel):
+    """A frozen part of `EvalConfig`, taken by the module that owns it (validated once, with the whole)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+SliceT = TypeVar("SliceT", bound=_Slice)
+
+
+class Selection(_Slice):
+    """Which checkpoints of which policies (`evaluator.sources`), and the references they are compared with."""
+
+    policy_uris: tuple[str, ...]
+    checkpoints: str
+    baseline: str | None
+    normalize: tuple[str, str] | None
+
+
+class Play(_Slice):
+    """The suite and how its episodes are played: which environments, how many episodes (fixed or adaptive),
+    in units of how many, with replays or not."""
+
+    suite: str
+    env: str | None
+    seed: int | None
+    episodes: int | None
+    target_ci: float | None
+    min_episodes: int
+    max_episodes: int
+    shard_size: int
+    replays: bool
+
+
+class Workers(_Slice):
+    """Where episodes run: the executor, the worker pool and its resources, the Ray cluster
+    (`evaluator.run.worker_layout`, `ray_cluster`, `in_process`, `autoscaling`)."""
+
+    execution: Execution
+    device: Device
+    num_workers: int | None
+    cpus_per_worker: float | None
+    gpus_per_worker: float | None
+    policy_cache_size: int
+    max_attempts: int
+    unit_timeout: float | None
+    trust_remote_code: bool
+    ray_address: str | None
+    scale_up_timeout: float
+
+
+class Storage(_Slice):
+    """Where the run's results go: DATA_DIR and the run's name, the results database, OUTPUT_URI, the
+    checkpoints held in memory, the price table of the cost estimate."""
+
+    data_dir: Path
+    run_name: str
+    output_uri: str | None
+    results_db: SecretStr | None
+    reuse_results: bool
+    max_resident_checkpoints: int | None
+    prices_file: Path | None
+
+
+class WandbAccount(_Slice):
+    """The W&B entity, project and key wandb:// URIs are read and written with."""
+
+    wandb_entity: str
+    wandb_project: str
+    wandb_api_key: SecretStr | None
+
+
+SLICES: tuple[type[_Slice], ...] = (Selection, Play, Workers, Storage, WandbAccount)
+"""Every field of `EvalConfig` is in exactly one slice (a test checks it)."""
 
 
 class EvalConfig(BaseModel):
@@ -114,6 +194,30 @@ class EvalConfig(BaseModel):
     wandb_api_key: SecretStr | None = None
     """Only needed for wandb:// URIs; a SecretStr so it never shows in a repr, log line or dump."""
 
+    @property
+    def selection(self) -> Selection:
+        return self._slice(Selection)
+
+    @property
+    def play(self) -> Play:
+        return self._slice(Play)
+
+    @property
+    def workers(self) -> Workers:
+        return self._slice(Workers)
+
+    @property
+    def storage(self) -> Storage:
+        return self._slice(Storage)
+
+    @property
+    def wandb(self) -> WandbAccount:
+        return self._slice(WandbAccount)
+
+    def _slice(self, kind: type[SliceT]) -> SliceT:
+        """The fields of one slice: what the module that owns it takes, and nothing else."""
+        return kind(**{name: getattr(self, name) for name in kind.model_fields})
+
     @field_validator("policy_uris", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -170,9 +274,9 @@ class EvalConfig(BaseModel):
         return self
 
 
-def results_db_url(config: EvalConfig) -> str:
+def results_db_url(storage: Storage) -> str:
     """The results database's URL of an evaluation (`database_url`)."""
-    return database_url(config.results_db.get_secret_value() if config.results_db else None, config.data_dir)
+    return database_url(storage.results_db.get_secret_value() if storage.results_db else None, storage.data_dir)
 
 
 def database_url(results_db: str | None, data_dir: Path) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
-from evaluator.config import EvalConfig
+from evaluator.config import EvalConfig, Workers
 from evaluator.run import autoscaling
 from evaluator.run.autoscaling import GpuNodes, fits_a_node, is_infeasible
 from sim.errors import ServiceUnavailable, UsageError
@@ -226,8 +226,8 @@ class FakeCluster:
         self.now += seconds
 
 
-def cuda(**options) -> EvalConfig:
-    return EvalConfig(policy_uris=("builtin://navigator",), device="cuda", **options)
+def cuda(**options) -> Workers:
+    return EvalConfig(policy_uris=("builtin://navigator",), device="cuda", **options).workers
 
 
 def test_fits_a_node_needs_an_alive_node_holding_the_whole_bundle():
@@ -249,7 +249,7 @@ def test_nothing_asked_when_a_gpu_node_is_up_or_the_device_is_cpu(monkeypatch):
     nodes = GpuNodes(cuda())
     nodes.ensure()
     nodes.release()
-    GpuNodes(EvalConfig(policy_uris=("builtin://navigator",))).ensure()
+    GpuNodes(EvalConfig(policy_uris=("builtin://navigator",)).workers).ensure()
     assert cluster.requests == [] and nodes.scale_up_s is None
 
 

@@ -179,7 +179,7 @@ def _recorded_run(ctx: Ctx) -> list[str]:
     from evaluator.reduce.report import Timing
     from evaluator.store.runs import RunLog
 
-    url = results_db_url(EvalConfig.model_construct(data_dir=ctx.tmp / "data", results_db=None))
+    url = results_db_url(EvalConfig.model_construct(data_dir=ctx.tmp / "data", results_db=None).storage)
     timing = Timing(wall_s=1, ray_init_s=0, evaluation_s=1, agent_steps=1, agent_steps_per_s=1, episodes=1,
                     policy_loads=1, workers=1)  # fmt: skip
     RunLog(url, "recorded", "smoke", {"suite": "smoke"}).finish([], timing, failed=False)

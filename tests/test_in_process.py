@@ -37,13 +37,13 @@ def smoke_agent_steps(episodes: int = 2) -> int:
 )
 def test_auto_runs_small_plans_in_process_only_when_as_safe(overrides, expected):
     config = EvalConfig(policy_uris=("builtin://navigator",), **overrides)
-    assert runs_in_process(config, smoke_agent_steps()) is expected
+    assert runs_in_process(config.workers, smoke_agent_steps()) is expected
 
 
 def test_auto_sends_large_plans_to_ray():
     agent_steps = smoke_agent_steps(episodes=2_000)
     assert agent_steps > SMALL_PLAN_AGENT_STEPS
-    assert not runs_in_process(EvalConfig(policy_uris=("builtin://navigator",)), agent_steps)
+    assert not runs_in_process(EvalConfig(policy_uris=("builtin://navigator",)).workers, agent_steps)
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -46,13 +46,13 @@ def test_hundred_checkpoints_on_two_workers(tmp_path: Path):
 def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     """40 checkpoints, 2 workers: a checkpoint's bytes are put when its first unit is sent and dropped when its
     last one is reported, so the Ray executor never holds more than the few checkpoints its workers are on."""
+    from bench.scheduler import Planned
     from evaluator.run.plan import make_plan
     from evaluator.run.ray_cluster import worker_factory
     from evaluator.run.ray_executor import RayExecutor
     from evaluator.run.scheduler import schedule
     from evaluator.sources import resolve
     from sim.suites import get_suite
-    from tests.support.units import FixedUnits
 
     run = tmp_path / "run"
     run.mkdir()
@@ -62,8 +62,8 @@ def test_the_object_store_holds_only_the_checkpoints_in_flight(tmp_path: Path):
     checkpoints = resolve(str(run), "all")
     units = make_plan(checkpoints, get_suite("smoke").with_episodes(2), shard_size=1, replays=False)
     config = EvalConfig(policy_uris=(str(run),), num_workers=2)
-    executor = RayExecutor(worker_factory(config), 2)
-    source = FixedUnits(units, {c.digest: c.data for c in checkpoints})
+    executor = RayExecutor(worker_factory(config.workers), 2)
+    source = Planned(units, {c.digest: c.data for c in checkpoints})
     held: list[int] = []
     reported: list[int] = []
     refs = executor._refs  # the checkpoint bytes the executor holds in the object store

@@ -100,7 +100,7 @@ def test_worker_caches_policies_lru_and_reports_errors(checkpoint_dir: Path):
     results = [worker.run(unit, data[unit.checkpoint_digest]) for unit in units + units[:1]]
     assert [r.loaded for r in results] == [True, False, True, False, True]
     stats = worker.stats()
-    assert (stats.loads, stats.hits) == (3, 2)
+    assert (stats.policy_loads, stats.cache_hits) == (3, 2)
     model, kwargs = tiny_model(0, hidden=8)
     broken = state_dict_bytes(model, {**kwargs, "hidden": 16})
     error = worker.run(replace(units[0], checkpoint_digest="sha256:other"), broken)
@@ -136,3 +136,17 @@ def test_bad_selectors_are_usage_errors(selector: str):
 def test_missing_explicit_version_lists_available():
     with pytest.raises(UsageError, match="run has no checkpoint v9; available: v1, v2"):
         select(["a", "b"], ["v1", "v2"], "v9", "run")
+
+
+def test_every_option_of_an_evaluation_is_in_exactly_one_slice():
+    """`EvalConfig` is validated whole at the edge and handed out in frozen slices, each taken by the module
+    that owns it (selection, suite and episodes, workers and cluster, storage and outputs, W&B)."""
+    from evaluator.config import SLICES
+
+    owners = [name for kind in SLICES for name in kind.model_fields]
+    assert sorted(owners) == sorted(EvalConfig.model_fields), "a field in no slice, or in two"
+    config = EvalConfig(policy_uris=("builtin://random",), device="cpu", num_workers=3, wandb_entity="e")
+    assert config.workers.num_workers == 3 and config.wandb.wandb_entity == "e"
+    assert config.selection.policy_uris == ("builtin://random",) and config.play.suite == "navigation"
+    with pytest.raises(ValueError, match="frozen"):
+        config.workers.num_workers = 4

@@ -4,13 +4,12 @@ scheduler's one loop over 100,000 units with simulated workers."""
 from __future__ import annotations
 
 from actors.protocol import UnitResult, WorkUnit
-from bench.scheduler import SimulatedWorkers
+from bench.scheduler import Planned, SimulatedWorkers
 from evaluator.run.executor import Call, Outcome
 from evaluator.run.scheduler import schedule
 from evaluator.run.work_queue import Settlement, WorkQueue
 from sim.runner import EpisodeJob
 from sim.suites import get_suite
-from tests.support.units import FixedUnits
 
 ENV = get_suite("smoke").envs[0]
 
@@ -126,6 +125,6 @@ def test_100000_units_each_reported_once_with_affinity_and_faults():
     def count(finished: WorkUnit, result: UnitResult) -> None:
         counts[finished.unit_id] = counts.get(finished.unit_id, 0) + 1
 
-    schedule(workers, FixedUnits(units, dict.fromkeys(checkpoints, b"")), count, max_attempts=3)
+    schedule(workers, Planned(units), count, max_attempts=3)
     assert sorted(counts) == list(range(100_000)) and set(counts.values()) == {1}
     assert workers.loads < 2 * len(checkpoints), f"{workers.loads} loads for {len(checkpoints)} checkpoints"

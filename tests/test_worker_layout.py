@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evaluator.config import EvalConfig
+from evaluator.config import EvalConfig, Workers
 from evaluator.run.worker_layout import (
     NodeResources,
     WorkerSlot,
@@ -27,8 +27,9 @@ B = NodeResources("b", cpus=4, gpus=2)
 CPU_ONLY = NodeResources("c", cpus=16, gpus=0)
 
 
-def config(**fields) -> EvalConfig:
-    return EvalConfig(policy_uris=("builtin://random",), **fields)
+def config(**fields) -> Workers:
+    """The workers slice of an evaluation with these options (what the layout takes)."""
+    return EvalConfig(policy_uris=("builtin://random",), **fields).workers
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from evaluator.sources import SourceSettings, path_of, scheme_of
 from sim.errors import EvaluatorError, UsageError
 
 if TYPE_CHECKING:
-    from evaluator.config import EvalConfig
+    from evaluator.config import Storage
     from evaluator.reduce.report import Report
 
 
@@ -43,14 +43,14 @@ def output_kind(output_uri: str) -> OutputKind:
     return OutputKind(scheme)
 
 
-def preflight_run(config: EvalConfig, settings: SourceSettings) -> None:
+def preflight_run(storage: Storage, settings: SourceSettings) -> None:
     """What a run checks before it lists, claims or evaluates anything, so that no work is lost to a bad
     destination: DATA_DIR is writable and OUTPUT_URI can take the results."""
     from evaluator.reduce.run_directory import check_writable
 
-    check_writable(config.data_dir)
-    if config.output_uri:
-        preflight(config.output_uri, settings)
+    check_writable(storage.data_dir)
+    if storage.output_uri:
+        preflight(storage.output_uri, settings)
 
 
 def preflight(output_uri: str, settings: SourceSettings) -> None:

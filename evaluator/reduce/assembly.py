@@ -130,15 +130,5 @@ def build_report(
 
 
 def worker_report(stats: WorkerStats) -> WorkerReport:
-    return WorkerReport(
-        worker=stats.worker,
-        device=stats.device,
-        node_id=stats.node_id,
-        gpu_ids=list(stats.gpu_ids),
-        gpu_share=stats.gpu_share,
-        policy_loads=stats.loads,
-        cache_hits=stats.hits,
-        loaded_checkpoints=list(stats.loaded_checkpoints),
-        cached_policies=stats.cached_policies,
-        peak_rss_mb=stats.peak_rss_mb,
-    )
+    """The report's entry of a worker: its counters as the actor reported them, field for field."""
+    return WorkerReport(**asdict(stats))

@@ -209,7 +209,7 @@ class Collector:
             agent_steps_per_s=agent_steps / evaluation_s if evaluation_s > 0 else 0.0,
             episodes=self.episodes,
             episodes_cached=self.cached_episodes,
-            policy_loads=sum(s.loads for s in stats),
+            policy_loads=sum(s.policy_loads for s in stats),
             workers=len(stats),
             workers_replaced=workers_replaced,
             workers_start_s=workers_start_s,

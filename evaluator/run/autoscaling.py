@@ -35,7 +35,7 @@ import ray
 from ray.exceptions import RayError
 from ray.util.client import ray as ray_client
 
-from evaluator.config import Device, EvalConfig
+from evaluator.config import Device, Workers
 from evaluator.run.worker_layout import worker_shape
 from sim.errors import ServiceUnavailable, UsageError, first_line
 
@@ -51,9 +51,9 @@ NO_GPU = "--device cuda but the Ray cluster has no GPU"
 class GpuNodes:
     """`ensure()` before sizing the worker pool, `release()` in the same `finally` that kills the workers."""
 
-    def __init__(self, config: EvalConfig) -> None:
-        self.config = config
-        self.bundle = worker_shape(config)
+    def __init__(self, workers: Workers) -> None:
+        self.workers = workers
+        self.bundle = worker_shape(workers)
         """One worker's resources: a node holding it can host at least one worker."""
         self.requested = False
         self.scale_up_s: float | None = None
@@ -61,7 +61,7 @@ class GpuNodes:
 
     def ensure(self) -> None:
         """Return when an alive node holds one worker (at once for --device cpu); raise as the module says."""
-        if self.config.device is not Device.CUDA or fits_a_node(ray.nodes(), self.bundle):
+        if self.workers.device is not Device.CUDA or fits_a_node(ray.nodes(), self.bundle):
             return
         if ray_client.is_connected():
             raise UsageError(
@@ -70,7 +70,7 @@ class GpuNodes:
             )
         if not autoscaler_v2_enabled():
             raise UsageError(f"{NO_GPU} and no autoscaler (v2) that could add one; use --device cpu or a GPU cluster")
-        timeout_s = self.config.scale_up_timeout
+        timeout_s = self.workers.scale_up_timeout
         logger.info("no GPU node in the Ray cluster: asking the autoscaler for one holding %s", self.bundle)
         self._request()
         self.scale_up_s = self._wait(timeout_s)

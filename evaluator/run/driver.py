@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator.config import EvalConfig, results_db_url
+from evaluator.config import EvalConfig, Play, WandbAccount, Workers, results_db_url
 from evaluator.cost.estimate import CheckpointIdentity, Usage, cost_report
 from evaluator.cost.node_clock import LOCAL, NodeLifetime
 from evaluator.cost.prices import PriceTable, load_prices
@@ -91,14 +91,14 @@ def evaluate(
     default: every checkpoint). `on_progress(done, total)` is called with episodes settled so far (the CLI
     draws its bar from it)."""
     started = time.perf_counter()
-    suite = load_suite(config)
+    suite = load_suite(config.play)
     prices = load_prices(config.prices_file)
-    settings = source_settings(config)
-    preflight_run(config, settings)
+    settings = source_settings(config.data_dir, config.wandb)
+    preflight_run(config.storage, settings)
     listed = [(uri, c) for uri in config.policy_uris for c in list_candidates(uri, config.checkpoints, settings)]
     run_dir = config.data_dir / config.run_name
     entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
-    store_url = results_db_url(config)
+    store_url = results_db_url(config.storage)
     warn_about_old_cache(config.data_dir)
     store = EpisodeStore(store_url)
     run_log = RunLog(store_url, config.run_name, suite.name, config.model_dump(mode="json"))
@@ -106,7 +106,7 @@ def evaluate(
     feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
     del listed  # the feed holds each candidate until it is downloaded
     try:
-        adaptive = adaptive_rule(config)
+        adaptive = adaptive_rule(config.play)
         collector = Collector(
             entries,
             suite,
@@ -129,7 +129,10 @@ def evaluate(
         ray_init_s, ran = 0.0, NOTHING_RAN
         usage = Usage()
         if stream.has_work():  # everything stored or failed: no Ray at all
-            ray_init_s, ran = _run_units(config, stream, collector.suite, usage, prices)
+            widen_feed = config.max_resident_checkpoints is None  # the default bound grows with the pool
+            ray_init_s, ran = _run_units(
+                config.workers, stream, usage, prices, shard_size=config.shard_size, widen_feed=widen_feed
+            )
     except BaseException:
         table.abort()  # nothing half-written: no episodes.parquet, no report; stored episodes are whole units
         with contextlib.suppress(EvaluatorError):  # the database itself may be what went away
@@ -176,7 +179,7 @@ def evaluate(
     report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri)})
     write_report(run_dir, report)
     write_scorecard(run_dir, report)
-    report = _deliver(run_dir, report, config, settings)
+    report = _deliver(run_dir, report, config.output_uri, settings)
     if report.output is not None and report.output.error is not None:
         failures.append(report.output.error)
     run_log.finish(_recorded(collector, skeleton), timing, failed=bool(failures))
@@ -220,31 +223,37 @@ def _identities(collector: Collector) -> list[CheckpointIdentity]:
 
 
 def _run_units(
-    config: EvalConfig, stream: UnitStream, suite: Suite, usage: Usage, prices: PriceTable
+    workers: Workers, stream: UnitStream, usage: Usage, prices: PriceTable, *, shard_size: int, widen_feed: bool
 ) -> tuple[float, RunTiming]:
     """Run the units through one executor (`evaluator.run.executor`, driven by `evaluator.run.scheduler`): in this
     process when the plan is small (`evaluator.run.in_process`), else on a pool of Ray workers, starting or
     attaching to Ray; (ray start s, what running them took). `usage` gathers what the cost estimate prices:
     each unit's worker seconds, the nodes our workers ran on and every node's time up."""
-    per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), suite, shard_size=config.shard_size)
+    per_checkpoint = plan_checkpoint(0, Checkpoint("", "", "", ""), stream.suite, shard_size=shard_size)
     max_units = len(per_checkpoint) * len(stream.feed)
     on_result = usage.recording(stream.reported)
-    if runs_in_process(config, sum(u.agent_steps_upper_bound for u in per_checkpoint) * len(stream.feed)):
+    if runs_in_process(workers, sum(u.agent_steps_upper_bound for u in per_checkpoint) * len(stream.feed)):
         prices.require([LOCAL])  # this machine is the one node
         held_from = time.time()
         ray_init_s = 0.0
         timing = execute(
-            InProcessExecutor(config), stream, on_result, max_attempts=config.max_attempts, unit_timeout=None
+            InProcessExecutor(workers), stream, on_result, max_attempts=workers.max_attempts, unit_timeout=None
         )  # a call in process runs to its end: --unit-timeout cannot apply (auto never chooses this with one)
         usage.lifetimes.append(NodeLifetime(IN_PROCESS_NODE, LOCAL, held_from, time.time()))
     else:
-        ray_init_s, timing = _run_on_ray(config, stream, on_result, usage, prices, max_units)
+        ray_init_s, timing = _run_on_ray(workers, stream, on_result, usage, prices, max_units, widen_feed)
     usage.ran_on(timing.nodes)
     return ray_init_s, timing
 
 
 def _run_on_ray(
-    config: EvalConfig, stream: UnitStream, on_result: OnResult, usage: Usage, prices: PriceTable, max_units: int
+    workers: Workers,
+    stream: UnitStream,
+    on_result: OnResult,
+    usage: Usage,
+    prices: PriceTable,
+    max_units: int,
+    widen_feed: bool,
 ) -> tuple[float, RunTiming]:
     """Start or attach to Ray, size the worker pool for its nodes (every node that could run a worker must have a
     price: fail fast) and run the units on it; (ray start s, timing)."""
@@ -252,48 +261,48 @@ def _run_on_ray(
     from evaluator.run.ray_cluster import host_types, ray_session, worker_factory, worker_slots
     from evaluator.run.ray_executor import RayExecutor
 
-    with ray_session(config, usage) as cluster:
-        slots = worker_slots(config, cluster.nodes, max_units)
+    with ray_session(workers, usage) as cluster:
+        slots = worker_slots(workers, cluster.nodes, max_units)
         prices.require(host_types(cluster.nodes, slots))
-        if config.max_resident_checkpoints is None:
+        if widen_feed:
             stream.feed.widen(2 * len(slots))
         usage.ran_on(slot.node_id for slot in slots)
-        executor = RayExecutor(worker_factory(config, slots), len(slots))
+        executor = RayExecutor(worker_factory(workers, slots), len(slots))
         timing = execute(
-            executor, stream, on_result, max_attempts=config.max_attempts, unit_timeout=config.unit_timeout
+            executor, stream, on_result, max_attempts=workers.max_attempts, unit_timeout=workers.unit_timeout
         )
     return cluster.ray_init_s, timing
 
 
-def _deliver(run_dir: Path, report: Report, config: EvalConfig, settings: SourceSettings) -> Report:
+def _deliver(run_dir: Path, report: Report, output_uri: str, settings: SourceSettings) -> Report:
     """Deliver to OUTPUT_URI; a failure is recorded in the report (and the local report.json), never lost."""
     try:
-        deliver(run_dir, report, config.output_uri, settings)
+        deliver(run_dir, report, output_uri, settings)
     except (OutputError, UsageError) as exc:
         logger.error("%s", exc)
-        report = report.model_copy(update={"output": OutputStatus(uri=config.output_uri, error=str(exc))})
+        report = report.model_copy(update={"output": OutputStatus(uri=output_uri, error=str(exc))})
         write_report(run_dir, report)
     return report
 
 
-def source_settings(config: EvalConfig) -> SourceSettings:
-    key = config.wandb_api_key.get_secret_value() if config.wandb_api_key else None
+def source_settings(data_dir: Path, wandb: WandbAccount) -> SourceSettings:
+    key = wandb.wandb_api_key.get_secret_value() if wandb.wandb_api_key else None
     return SourceSettings(
-        data_dir=config.data_dir,
-        wandb_entity=config.wandb_entity,
-        wandb_project=config.wandb_project,
+        data_dir=data_dir,
+        wandb_entity=wandb.wandb_entity,
+        wandb_project=wandb.wandb_project,
         wandb_api_key=key,
     )
 
 
-def adaptive_rule(config: EvalConfig) -> AdaptiveRule | None:
-    if config.target_ci is None:
+def adaptive_rule(play: Play) -> AdaptiveRule | None:
+    if play.target_ci is None:
         return None
-    return AdaptiveRule(target_ci=config.target_ci, min_episodes=config.min_episodes, max_episodes=config.max_episodes)
+    return AdaptiveRule(target_ci=play.target_ci, min_episodes=play.min_episodes, max_episodes=play.max_episodes)
 
 
-def load_suite(config: EvalConfig) -> Suite:
+def load_suite(play: Play) -> Suite:
     """The suite as the run's first round plays it (adaptive runs start at `min_episodes`)."""
-    episodes = config.min_episodes if config.target_ci is not None else config.episodes
-    suite = get_suite(config.suite).select(config.env).with_episodes(episodes)
-    return suite if config.seed is None else suite.model_copy(update={"seed": config.seed})
+    episodes = play.min_episodes if play.target_ci is not None else play.episodes
+    suite = get_suite(play.suite).select(play.env).with_episodes(episodes)
+    return suite if play.seed is None else suite.model_copy(update={"seed": play.seed})

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from evaluator.config import Device, EvalConfig, Execution
+from evaluator.config import Device, Execution, Workers
 from evaluator.run.executor import Call, ExecutorStats, Outcome, Started
 from evaluator.run.worker_layout import DEFAULT_CPUS_PER_WORKER
 
@@ -30,17 +30,17 @@ SMALL_PLAN_AGENT_STEPS = 100_000
 MLP (BENCHMARKS.md (c)), against ~8 s for Ray and its workers to start before any episode."""
 
 
-def runs_in_process(config: EvalConfig, agent_steps_upper_bound: int) -> bool:
+def runs_in_process(workers: Workers, agent_steps_upper_bound: int) -> bool:
     """`agent_steps_upper_bound`: of the whole plan, before the results store is asked (checkpoints are only
     listed when this is decided)."""
-    if config.execution is not Execution.AUTO:
-        return config.execution is Execution.IN_PROCESS
+    if workers.execution is not Execution.AUTO:
+        return workers.execution is Execution.IN_PROCESS
     return (
-        config.ray_address is None
-        and config.device is Device.CPU
-        and config.num_workers in (None, 1)
-        and config.unit_timeout is None
-        and not config.trust_remote_code
+        workers.ray_address is None
+        and workers.device is Device.CPU
+        and workers.num_workers in (None, 1)
+        and workers.unit_timeout is None
+        and not workers.trust_remote_code
         and agent_steps_upper_bound <= SMALL_PLAN_AGENT_STEPS
     )
 
@@ -54,8 +54,8 @@ class InProcessExecutor:
     workers = 1
     max_in_flight = 1
 
-    def __init__(self, config: EvalConfig) -> None:
-        self._config = config
+    def __init__(self, workers: Workers) -> None:
+        self._workers = workers
         self._worker: EvalWorker | None = None
         self._submitted: deque[tuple[Call, bytes]] = deque()
 
@@ -64,11 +64,11 @@ class InProcessExecutor:
 
         started = time.perf_counter()
         self._worker = EvalWorker(
-            device=self._config.device.value,
-            num_threads=max(1, int(self._config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)),
-            policy_cache_size=self._config.policy_cache_size,
+            device=self._workers.device.value,
+            num_threads=max(1, int(self._workers.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)),
+            policy_cache_size=self._workers.policy_cache_size,
             node_id=NODE_ID,
-            trust_remote_code=self._config.trust_remote_code,
+            trust_remote_code=self._workers.trust_remote_code,
         )
         return Started(workers_start_s=time.perf_counter() - started, nodes=frozenset([NODE_ID]))
 

@@ -20,7 +20,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.eval_worker import EvalWorker
-from evaluator.config import EvalConfig
+from evaluator.config import Workers
 from evaluator.cost.estimate import Usage
 from evaluator.cost.node_clock import NodeClock, node_type
 from evaluator.run.autoscaling import GpuNodes
@@ -47,13 +47,13 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def ray_session(config: EvalConfig, usage: Usage) -> Iterator[Cluster]:
+def ray_session(workers: Workers, usage: Usage) -> Iterator[Cluster]:
     """Connect (`connect`), make sure a node can host a worker (a GPU node asked of the autoscaler when there is
     none: `evaluator.run.autoscaling.GpuNodes`) and clock every node's time up into `usage.lifetimes` (the cost
     estimate) until the block ends; then withdraw the GPU node request and shut Ray down if we started it. Stop
     the workers inside the block: the idle GPU node may then be removed."""
-    ray_init_s, started_ray = connect(config)
-    gpu_nodes = GpuNodes(config)
+    ray_init_s, started_ray = connect(workers)
+    gpu_nodes = GpuNodes(workers)
     clock = NodeClock().start()
     try:
         gpu_nodes.ensure()
@@ -65,25 +65,25 @@ def ray_session(config: EvalConfig, usage: Usage) -> Iterator[Cluster]:
             ray.shutdown()
 
 
-def connect(config: EvalConfig) -> tuple[float, bool]:
+def connect(workers: Workers) -> tuple[float, bool]:
     """Attach to the running Ray (tests, `ray job submit` sets RAY_ADDRESS) or start a local one.
     Returns (seconds spent, whether we initialised this process's connection and so must shut it down)."""
-    if config.ray_address:
-        check_reachable(config.ray_address)
+    if workers.ray_address:
+        check_reachable(workers.ray_address)
     if ray.is_initialized():
         return 0.0, False
     started = time.perf_counter()
     try:
-        if config.ray_address:
-            ray.init(address=config.ray_address, logging_level=logging.WARNING)
+        if workers.ray_address:
+            ray.init(address=workers.ray_address, logging_level=logging.WARNING)
         else:
             # address="local": always a fresh instance, never a cluster someone `ray start`ed on this machine.
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, TimeoutError) as exc:  # the cluster went away or did not answer: an outage
-        where = config.ray_address or "a local Ray instance"
+        where = workers.ray_address or "a local Ray instance"
         raise ServiceUnavailable(f"cannot connect to {where}: {first_line(exc)}; retry when it is up") from None
     except (RayError, RuntimeError, ValueError) as exc:
-        where = config.ray_address or "a local Ray instance"
+        where = workers.ray_address or "a local Ray instance"
         raise UsageError(f"cannot connect to {where}: {first_line(exc)}; check --ray-address") from None
     return time.perf_counter() - started, True
 
@@ -103,9 +103,9 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def worker_slots(config: EvalConfig, ray_nodes: Sequence[Mapping[str, Any]], num_units: int) -> list[WorkerSlot]:
+def worker_slots(workers: Workers, ray_nodes: Sequence[Mapping[str, Any]], num_units: int) -> list[WorkerSlot]:
     """The pool for `ray.nodes()`' live nodes (`evaluator.run.worker_layout.plan_workers`)."""
-    return plan_workers(config, alive_nodes(ray_nodes), num_units)
+    return plan_workers(workers, alive_nodes(ray_nodes), num_units)
 
 
 def host_types(ray_nodes: Sequence[Mapping[str, Any]], slots: Sequence[WorkerSlot]) -> set[str]:
@@ -120,7 +120,7 @@ def host_types(ray_nodes: Sequence[Mapping[str, Any]], slots: Sequence[WorkerSlo
 
 
 def worker_factory(
-    config: EvalConfig, slots: Sequence[WorkerSlot] | None = None
+    workers: Workers, slots: Sequence[WorkerSlot] | None = None
 ) -> Callable[[int], ray.actor.ActorHandle]:
     """`start(i)` starts the actor of slot `i` (default: the uniform pool's resources for every `i`). Resources
     are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU. No Ray restarts: the
@@ -129,7 +129,7 @@ def worker_factory(
     share). A pinned slot whose node has gone starts its replacement unpinned with the same share (hard affinity
     to a dead node could never start); it goes wherever Ray, or the autoscaler, finds room."""
     actor = ray.remote(RayEvalWorker)
-    default = uniform_slots(config, [], 1)[0]
+    default = uniform_slots(workers, [], 1)[0]
     started: set[int] = set()
 
     def start(index: int) -> ray.actor.ActorHandle:
@@ -144,11 +144,11 @@ def worker_factory(
                 )
         started.add(index)
         return actor.options(**options).remote(
-            device=config.device.value,
+            device=workers.device.value,
             num_threads=max(1, int(slot.num_cpus)),
-            policy_cache_size=config.policy_cache_size,
+            policy_cache_size=workers.policy_cache_size,
             gpu_share=slot.num_gpus,
-            trust_remote_code=config.trust_remote_code,
+            trust_remote_code=workers.trust_remote_code,
         )
 
     return start

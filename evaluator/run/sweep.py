@@ -137,7 +137,7 @@ def sweep(config: SweepConfig, *, on_progress: ProgressCallback | None = None) -
     """Evaluate, through `evaluate`, the checkpoints a lease admission takes; release the leases. Raises
     UsageError (before any lease is taken) on bad input."""
     evaluation = config.evaluation
-    admission = LeaseAdmission(config, results_db_url(evaluation))
+    admission = LeaseAdmission(config, results_db_url(evaluation.storage))
     try:
         with admission.heartbeat:
             outcome = evaluate(evaluation, on_progress=on_progress, admission=admission)

@@ -98,6 +98,11 @@ class UnitStream:
         self.settled_episodes = 0
         self._peeked: list[Batch] = []
 
+    @property
+    def suite(self) -> Suite:
+        """The suite as this run plays it (its first round, for adaptive runs)."""
+        return self._collector.suite
+
     def exhausted(self) -> bool:
         return not self._peeked and not self._rounds and self.feed.exhausted()
 

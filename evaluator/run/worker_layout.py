@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evaluator.config import Device, EvalConfig
+from evaluator.config import Device, Workers
 from sim.errors import UsageError
 
 DEFAULT_CPUS_PER_WORKER = 1.0
@@ -57,35 +57,35 @@ def alive_nodes(ray_nodes: Iterable[Mapping[str, Any]]) -> list[NodeResources]:
     return sorted(nodes, key=lambda node: node.node_id)
 
 
-def plan_workers(config: EvalConfig, nodes: Sequence[NodeResources], num_units: int) -> list[WorkerSlot]:
+def plan_workers(workers: Workers, nodes: Sequence[NodeResources], num_units: int) -> list[WorkerSlot]:
     """The worker slots of this run: the GPU nodes filled (`--device cuda`, no `--num-workers` and no
     `--gpus-per-worker`), else the uniform pool. Never more workers than units; at least one."""
-    cuda = config.device is Device.CUDA
+    cuda = workers.device is Device.CUDA
     if cuda and sum(node.gpus for node in nodes) <= 0:
         raise UsageError("--device cuda but the Ray cluster has no GPU; use --device cpu or a GPU cluster")
-    cpus = config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER
-    if cuda and config.num_workers is None and config.gpus_per_worker is None:
+    cpus = workers.cpus_per_worker or DEFAULT_CPUS_PER_WORKER
+    if cuda and workers.num_workers is None and workers.gpus_per_worker is None:
         return fill_gpu_nodes([node for node in nodes if node.gpus > 0], cpus, num_units)
-    return uniform_slots(config, nodes, num_units)
+    return uniform_slots(workers, nodes, num_units)
 
 
-def worker_shape(config: EvalConfig) -> dict[str, float]:
+def worker_shape(workers: Workers) -> dict[str, float]:
     """The resources a node must hold for one worker of this run ({CPU, GPU}; GPU counts with --device cuda):
     the explicit sizes, else one CPU and one whole GPU (the filled layout shares a GPU, but needs a node with
     one). What a request to the autoscaler asks for, before any slot exists."""
     return {
-        "CPU": config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER,
-        "GPU": config.gpus_per_worker or DEFAULT_GPUS_PER_WORKER,
+        "CPU": workers.cpus_per_worker or DEFAULT_CPUS_PER_WORKER,
+        "GPU": workers.gpus_per_worker or DEFAULT_GPUS_PER_WORKER,
     }
 
 
-def uniform_slots(config: EvalConfig, nodes: Sequence[NodeResources], num_units: int) -> list[WorkerSlot]:
+def uniform_slots(workers: Workers, nodes: Sequence[NodeResources], num_units: int) -> list[WorkerSlot]:
     """Explicit `--num-workers`, else as many as the cluster's CPUs (and GPUs, for cuda) hold, each with the same
     resources and no pinning."""
-    cpus = config.cpus_per_worker or DEFAULT_CPUS_PER_WORKER
-    gpus = (config.gpus_per_worker or DEFAULT_GPUS_PER_WORKER) if config.device is Device.CUDA else 0.0
-    if config.num_workers:
-        count = config.num_workers
+    cpus = workers.cpus_per_worker or DEFAULT_CPUS_PER_WORKER
+    gpus = (workers.gpus_per_worker or DEFAULT_GPUS_PER_WORKER) if workers.device is Device.CUDA else 0.0
+    if workers.num_workers:
+        count = workers.num_workers
     else:
         count = int(sum(node.cpus for node in nodes) // cpus)
         if gpus:
