@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from evaluator.config import EvalConfig, Execution
-from evaluator.reduce.adaptive import AdaptiveRule
+from evaluator.reduce.adaptive import AdaptivePlanner, AdaptiveRule
 from evaluator.run.driver import evaluate
+from sim.metrics import EpisodeResult
 from sim.suites import get_suite
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "policies" / "navigator_bc"
@@ -23,6 +24,23 @@ def test_the_rule_doubles_only_wide_environments_and_stops_at_the_maximum():
     settled = np.full(8, 1.0)
     assert rule.next_counts(SMOKE, [wide, settled]) == [16, 8]
     assert rule.next_counts(SMOKE, [np.tile(wide, 2), settled]) == [16, 8], "never beyond max_episodes"
+
+
+def test_the_planner_grows_a_round_from_a_checkpoints_episodes_and_stops_when_none_needs_more():
+    planner = AdaptivePlanner.of(EvalConfig(policy_uris=("builtin://random",), target_ci=0.2, max_episodes=16).play)
+    assert AdaptivePlanner.of(EvalConfig(policy_uris=("builtin://random",)).play) is None, "fixed episodes"
+    first = planner.first_round(SMOKE)
+    assert [env.episodes for env in first.envs] == [8, 8]
+    wide = [0.0, 2.0, 0.0, 2.0, 1.0, 0.0, 2.0, 0.0]
+
+    def episodes(env: str, rewards: list[float]) -> list[EpisodeResult]:
+        agents = next(e.num_agents for e in SMOKE.envs if e.name == env)
+        return [EpisodeResult(env, i, i, (r,) * agents, steps=5) for i, r in enumerate(rewards)]
+
+    kept = episodes("tiny_room", wide) + episodes("tiny_random", [1.0] * 8)
+    grown = planner.next_round(first, kept)
+    assert [env.episodes for env in grown.envs] == [16, 8], "only the wide environment doubles"
+    assert planner.next_round(first, episodes("tiny_room", [1.0] * 8) + episodes("tiny_random", [1.0] * 8)) is None
 
 
 def config(tmp_path: Path, **overrides) -> EvalConfig:

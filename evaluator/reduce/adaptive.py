@@ -14,8 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluator.config import Play
 from evaluator.reduce import statistics
+from evaluator.reduce.assembly import episode_scores
 from evaluator.reduce.report import AdaptiveEpisodes
+from sim.metrics import EpisodeResult
 from sim.suites import Suite
 
 
@@ -35,3 +38,33 @@ class AdaptiveRule(AdaptiveEpisodes):
             wide = played < self.max_episodes and self.half_width(suite, env.name, env_scores) > self.target_ci
             counts.append(min(self.max_episodes, 2 * played) if wide else played)
         return counts
+
+
+class AdaptivePlanner:
+    """Adaptive episodes in one place: the rule, the first round every checkpoint plays, and each next round
+    decided from a checkpoint's episodes so far. The unit stream plans the units of the suite it returns."""
+
+    def __init__(self, rule: AdaptiveRule) -> None:
+        self.rule = rule
+
+    @classmethod
+    def of(cls, play: Play) -> AdaptivePlanner | None:
+        """The run's planner, or None when its episodes are fixed (no `--target-ci`)."""
+        if play.target_ci is None:
+            return None
+        return cls(
+            AdaptiveRule(target_ci=play.target_ci, min_episodes=play.min_episodes, max_episodes=play.max_episodes)
+        )
+
+    def first_round(self, suite: Suite) -> Suite:
+        """Every environment at `min_episodes`."""
+        return suite.with_episodes(self.rule.min_episodes)
+
+    def next_round(self, suite: Suite, kept: Sequence[EpisodeResult]) -> Suite | None:
+        """`suite` grown to the episodes each environment needs after `kept` (a checkpoint's episodes so far), or
+        None when every environment has enough: the checkpoint is done."""
+        counts = self.rule.next_counts(suite, episode_scores(suite, kept))
+        if sum(counts) == len(kept):
+            return None
+        envs = tuple(env.model_copy(update={"episodes": n}) for env, n in zip(suite.envs, counts, strict=True))
+        return suite.model_copy(update={"envs": envs})

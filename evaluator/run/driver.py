@@ -28,7 +28,7 @@ from evaluator.cost.estimate import CheckpointIdentity, Usage, cost_report
 from evaluator.cost.node_clock import LOCAL, NodeLifetime
 from evaluator.cost.prices import PriceTable, load_prices
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
-from evaluator.reduce.adaptive import AdaptiveRule
+from evaluator.reduce.adaptive import AdaptivePlanner
 from evaluator.reduce.assembly import build_report
 from evaluator.reduce.collector import Collector, Entry
 from evaluator.reduce.report import OutputStatus, Report
@@ -106,7 +106,7 @@ def evaluate(
     feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
     del listed  # the feed holds each candidate until it is downloaded
     try:
-        adaptive = adaptive_rule(config.play)
+        adaptive = AdaptivePlanner.of(config.play)
         collector = Collector(
             entries,
             suite,
@@ -157,7 +157,8 @@ def evaluate(
     )
     cost = cost_report(usage, prices, timing.agent_steps, _identities(collector))
     policy_uris = collector.policy_uris(config.policy_uris)
-    skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, adaptive, cost=cost)
+    rule = adaptive.rule if adaptive else None
+    skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, rule, cost=cost)
     failures = collector.failures()
     if not config.output_uri:
         page_rows = RowCollector(suite.name)
@@ -295,14 +296,10 @@ def source_settings(data_dir: Path, wandb: WandbAccount) -> SourceSettings:
     )
 
 
-def adaptive_rule(play: Play) -> AdaptiveRule | None:
-    if play.target_ci is None:
-        return None
-    return AdaptiveRule(target_ci=play.target_ci, min_episodes=play.min_episodes, max_episodes=play.max_episodes)
-
-
 def load_suite(play: Play) -> Suite:
-    """The suite as the run's first round plays it (adaptive runs start at `min_episodes`)."""
-    episodes = play.min_episodes if play.target_ci is not None else play.episodes
-    suite = get_suite(play.suite).select(play.env).with_episodes(episodes)
-    return suite if play.seed is None else suite.model_copy(update={"seed": play.seed})
+    """The suite as the run's first round plays it (adaptive runs start at `min_episodes`: their planner's
+    first round)."""
+    suite = get_suite(play.suite).select(play.env).with_episodes(play.episodes)
+    suite = suite if play.seed is None else suite.model_copy(update={"seed": play.seed})
+    planner = AdaptivePlanner.of(play)
+    return suite if planner is None else planner.first_round(suite)

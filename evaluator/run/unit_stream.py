@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.protocol import UnitResult, WorkUnit
-from evaluator.reduce.adaptive import AdaptiveRule
-from evaluator.reduce.assembly import episode_scores
+from evaluator.reduce.adaptive import AdaptivePlanner
 from evaluator.reduce.collector import Collector, Entry
 from evaluator.reduce.sink import RunSink
 from evaluator.run.checkpoint_feed import CheckpointFeed
@@ -69,7 +68,7 @@ class UnitStream:
         replays: bool,
         store: EpisodeStore | None = None,
         reuse: bool = True,
-        adaptive: AdaptiveRule | None = None,
+        adaptive: AdaptivePlanner | None = None,
         admission: Admission | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> None:
@@ -174,14 +173,11 @@ class UnitStream:
         suite, checkpoint = self._collector.suite, self._collector.entries[index].checkpoint
         while index not in self._collector.errors:
             kept = self._collector.results.get(index, [])
-            held = {(index, r.env, r.episode) for r in kept}
-            counts = self._adaptive.next_counts(suite, episode_scores(suite, kept))
-            envs = tuple(env.model_copy(update={"episodes": n}) for env, n in zip(suite.envs, counts, strict=True))
-            grown = suite.model_copy(update={"envs": envs})
-            added = sum(counts) - len(kept)
-            if not added:
+            grown = self._adaptive.next_round(suite, kept)
+            if grown is None:
                 break
-            self.total_episodes += added
+            held = {(index, r.env, r.episode) for r in kept}
+            self.total_episodes += sum(env.episodes for env in grown.envs) - len(kept)
             stored = self._take_stored(index, grown, False, held)
             self.settled_episodes += len(stored)
             units = plan_checkpoint(
