@@ -32,6 +32,7 @@ from evaluator.scorecard.listing import RunEntry, leaderboard_page, runs_page
 from evaluator.scorecard.page import PAGE_NAME, asset, page_of_run
 from evaluator.secrets import redact_text, redact_url
 from evaluator.store import queries
+from evaluator.store.database import close_database
 from evaluator.web_errors import no_tracebacks
 from sim.errors import EvaluatorError, first_line
 from sim.replays import REPLAY_SUFFIX
@@ -244,5 +245,8 @@ def serve(data_dir: Path, results_db: str, host: str, port: int, on_listening: C
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
-        asyncio.run(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to stop
+            asyncio.run(main())
+    finally:
+        close_database(results_db)  # the pool's connections, not left to the process's exit

@@ -72,7 +72,8 @@ def schema_version(engine: Engine) -> str | None:
 
 
 def close_database(url: str) -> None:
-    """Close the pooled connections to `url` (a long-lived process done with a database; tests)."""
+    """Close the pooled connections to `url`: a long-lived process done with a database (`view` when it stops;
+    tests, one database each)."""
     url = normalized(url)
     with _LOCK:
         engine = _ENGINES.pop(url, None)
