@@ -46,6 +46,17 @@ def tiny_model(seed: int, **overrides) -> tuple[TokenGridMLP, dict]:
     return TokenGridMLP(**kwargs), kwargs
 
 
+def large_checkpoints(directory: Path, count: int) -> tuple[Path, float]:
+    """`count` state-dict checkpoints of ~7.6 MB each in `directory` (memory-bound tests); (directory, MB each)."""
+    directory.mkdir()
+    for index in range(count):
+        model, kwargs = tiny_model(index, hidden=1024)
+        (directory / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
+    size_mb = (directory / "ckpt_0.pt").stat().st_size / 2**20
+    assert size_mb > 7
+    return directory, size_mb
+
+
 @pytest.fixture
 def checkpoint_dir(tmp_path: Path) -> Path:
     """A directory of two small state-dict checkpoints, named so natural sort differs from lexical sort."""

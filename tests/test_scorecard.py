@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from evaluator.scorecard.page import local_replay, replay_refs
 from evaluator.scorecard.rows import RowCollector, row_of, rows_of
 from evaluator.scorecard.server import run_directory, served_file
 from evaluator.store.queries import leaderboard
+from tests.support.view import running_view
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 VENV_BIN = Path(sys.executable).parent
@@ -195,20 +194,8 @@ def test_page_opens_offline_and_plays_the_clicked_cells_replay(evaluated, browse
 @pytest.fixture
 def view_server(evaluated) -> tuple[str, Path]:
     data_dir, _ = evaluated
-    process = subprocess.Popen(
-        [str(VENV_BIN / "policy-evaluator"), "view", str(data_dir), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("serving "), line
-        yield line.split(" at ", 1)[1].split(" ", 1)[0].rstrip("/"), data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+    with running_view(data_dir) as view:
+        yield view.url, data_dir
 
 
 def raw_get(base: str, path: str) -> tuple[int, bytes]:

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from evaluator import secrets as redaction
+from tests.support.view import running_view
 
 VENV_BIN = Path(sys.executable).parent
 SECRET = "QzSECRETcore7/p@ss w+rd%&=?#"
@@ -361,23 +361,12 @@ def test_a_failing_run_prints_no_secret(tmp_path: Path, template: str):
 
 @contextlib.contextmanager
 def view_server(data_dir: Path, results_db: str) -> Iterator[str]:
-    """`policy-evaluator view DATA_DIR --results-db URL` on a free port; yields its base URL."""
-    process = subprocess.Popen(
-        [str(VENV_BIN / "policy-evaluator"), "view", str(data_dir), "--port", "0", "--results-db", results_db],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("serving "), line
-        assert leaks(line) == []
-        yield line.split(" at ", 1)[1].split(" ", 1)[0].rstrip("/")
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        rest = process.communicate(timeout=10)[0]
-        assert leaks(rest) == [], rest
+    """`policy-evaluator view DATA_DIR --results-db URL` on a free port; yields its base URL. Nothing it prints
+    holds the secret."""
+    with running_view(data_dir, "--results-db", results_db) as view:
+        assert leaks(view.banner) == []
+        yield view.url
+    assert leaks(view.output) == [], view.output
 
 
 def get(base: str, path: str) -> tuple[int, str]:

@@ -54,41 +54,9 @@ one at a time with any 25 ms step (200 x 25 ms = 5 s) fails them (test_a_slow_se
 # -- harness ------------------------------------------------------------------------------------------------------
 
 
-class AppThread:
-    """An aiohttp application served on 127.0.0.1 (a free port) by a thread with its own event loop."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="app", daemon=True)
-        self._ready = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        runner = web.AppRunner(self.app, access_log=None)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
-        loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
-        self._ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    def __enter__(self) -> AppThread:
-        self._thread.start()
-        assert self._ready.wait(10), "the app did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+def app_thread(app: web.Application) -> Served:
+    """A service app served on 127.0.0.1 by a thread, without asyncio's debug mode (the load tests)."""
+    return Served(app, debug=False)
 
 
 class StubJobsApi:
@@ -257,7 +225,7 @@ def settings_for(ray_address: str, token: str | None, **overrides) -> ServiceSet
 
 
 @pytest.fixture(scope="module")
-def service(head: RayHead, fake: FakeWandb, outputs: dict[str, Path]) -> Iterator[AppThread]:
+def service(head: RayHead, fake: FakeWandb, outputs: dict[str, Path]) -> Iterator[Served]:
     job_env = {
         "SIMULATION_SUITE": "smoke",
         "EPISODES": "2",
@@ -268,12 +236,12 @@ def service(head: RayHead, fake: FakeWandb, outputs: dict[str, Path]) -> Iterato
     settings = settings_for(
         head.dashboard_url, head.token, wandb_api_key=fake.api_key, job_env=job_env, output_uri=str(outputs["out"])
     )
-    with AppThread(create_app(settings)) as running:
+    with app_thread(create_app(settings)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def delivered(service: AppThread) -> dict:
+def delivered(service: Served) -> dict:
     """The same delivery of v0, 20 times at once (half flat with the bearer token, half in the repository-
     dispatch shape with only the signature), then once more as "alias best added"."""
     flat = delivery("v0")
@@ -332,7 +300,7 @@ def test_results_are_read_from_the_last_marked_block_of_the_logs():
 
 
 @pytest.mark.slow
-def test_unauthenticated_deliveries_get_401(service: AppThread):
+def test_unauthenticated_deliveries_get_401(service: Served):
     body = json.dumps(delivery("v1")).encode()
     attempts = [
         post(service.url, None, bearer=None, raw=body),
@@ -350,7 +318,7 @@ def test_unauthenticated_deliveries_get_401(service: AppThread):
 
 
 @pytest.mark.slow
-def test_malformed_deliveries_get_422(service: AppThread):
+def test_malformed_deliveries_get_422(service: Served):
     cases = {
         b"not json": "not JSON",
         b"[1, 2]": "JSON object",
@@ -370,7 +338,7 @@ def test_malformed_deliveries_get_422(service: AppThread):
 
 
 @pytest.mark.slow
-def test_twenty_concurrent_deliveries_make_exactly_one_job(service: AppThread, head: RayHead, fake, delivered):
+def test_twenty_concurrent_deliveries_make_exactly_one_job(service: Served, head: RayHead, fake, delivered):
     answers = delivered["answers"]
     assert [status for status, _, _ in answers] == [202] * 20
     job_ids = {answer["job_id"] for _, answer, _ in answers}
@@ -395,7 +363,7 @@ def test_twenty_concurrent_deliveries_make_exactly_one_job(service: AppThread, h
 
 
 @pytest.mark.slow
-def test_the_job_succeeds_and_its_report_is_served(service: AppThread, head: RayHead, delivered, outputs):
+def test_the_job_succeeds_and_its_report_is_served(service: Served, head: RayHead, delivered, outputs):
     job_id = delivered["alias"].json()["job_id"]
     assert job_view(service.url, job_id, bearer=None).status_code == 401
     seen, deadline = [], time.monotonic() + 180
@@ -416,7 +384,7 @@ def test_the_job_succeeds_and_its_report_is_served(service: AppThread, head: Ray
     assert (outputs["out"] / job_id / "report.json").is_file()
 
     # Without OUTPUT_URI the same report comes out of the job's logs, with the sweep's view of the checkpoint.
-    with AppThread(create_app(settings_for(head.dashboard_url, head.token))) as logs_only:
+    with app_thread(create_app(settings_for(head.dashboard_url, head.token))) as logs_only:
         from_logs = job_view(logs_only.url, job_id).json()
     assert from_logs["report_source"] == "logs" and from_logs["report"]["policies"] == view["report"]["policies"]
     assert [c["state"] for c in from_logs["checkpoints"]] == [CheckpointState.EVALUATED]
@@ -425,10 +393,10 @@ def test_the_job_succeeds_and_its_report_is_served(service: AppThread, head: Ray
 
 
 @pytest.mark.slow
-def test_cluster_down_gets_503_and_readiness_follows(service: AppThread):
+def test_cluster_down_gets_503_and_readiness_follows(service: Served):
     (closed_port,) = free_ports(1)
     down = settings_for(f"http://127.0.0.1:{closed_port}", "token")
-    with AppThread(create_app(down)) as running:
+    with app_thread(create_app(down)) as running:
         answer = post(running.url, delivery("v9"))
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "30", answer.text
         assert "cannot be reached" in answer.json()["error"]
@@ -445,12 +413,12 @@ def test_readiness_follows_the_results_database(head: RayHead, tmp_path: Path):
     (migrated by the service before it serves) leaves it ready."""
     (closed_port,) = free_ports(1)
     away = f"postgresql://evaluator:n0t-the-Passw0rd@127.0.0.1:{closed_port}/results"
-    with AppThread(create_app(settings_for(head.dashboard_url, head.token, results_db=away))) as running:
+    with app_thread(create_app(settings_for(head.dashboard_url, head.token, results_db=away))) as running:
         answer = requests.get(f"{running.url}/readyz", timeout=30)
     assert answer.status_code == 503 and "results database" in answer.json()["error"], answer.text
     assert "n0t-the-Passw0rd" not in answer.text and "***" in answer.text
     here = f"sqlite:///{tmp_path / 'results.db'}"
-    with AppThread(create_app(settings_for(head.dashboard_url, head.token, results_db=here))) as running:
+    with app_thread(create_app(settings_for(head.dashboard_url, head.token, results_db=here))) as running:
         assert requests.get(f"{running.url}/readyz", timeout=30).status_code == 200
 
 
@@ -465,8 +433,8 @@ def test_a_burst_of_200_deliveries_is_answered_in_full():
     versions = [f"v{i}" for i in range(200)]
     expected = [submission_id(ArtifactVersion.parse(f"ent/proj/policy:{v}")) for v in versions]
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(AppThread(stub.app))
-        running = stack.enter_context(AppThread(create_app(settings_for(cluster.url, "stub-token"))))
+        cluster = stack.enter_context(app_thread(stub.app))
+        running = stack.enter_context(app_thread(create_app(settings_for(cluster.url, "stub-token"))))
         started = time.perf_counter()
         answers = post_all(running.url, [delivery(v) for v in versions])
         wall = time.perf_counter() - started
@@ -512,9 +480,9 @@ class _OneAtATime(RayJobs):
 @pytest.mark.slow
 def test_a_slow_service_fails_the_burst_bounds():
     stub = StubJobsApi(token="stub-token")
-    with AppThread(stub.app) as cluster:
+    with app_thread(stub.app) as cluster:
         settings = settings_for(cluster.url, "stub-token")
-        with AppThread(create_app(settings, jobs=_OneAtATime(settings))) as slow:
+        with app_thread(create_app(settings, jobs=_OneAtATime(settings))) as slow:
             started = time.perf_counter()
             answers = post_all(slow.url, [delivery(f"v{i}") for i in range(200)])
             wall = time.perf_counter() - started
@@ -533,7 +501,7 @@ def test_authorization_headers_in_odd_encodings_get_401():
     body = json.dumps(delivery("v1")).encode()
     odd_values = [b"Bearer \xff\xfe\x80", b"Bearer \xc3\xa9t\xc3\xa9-" + SECRET.encode(), b"\xff " + SECRET.encode(),
                   b"Bearer " + SECRET.encode() + b"\xff", b"Bearer \xc3\x28"]  # fmt: skip
-    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+    with app_thread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
         for value in odd_values:
             for header in (b"Authorization: " + value, b"X-Wandb-Signature: " + value.removeprefix(b"Bearer ")):
                 answer = served.get("/webhooks/wandb", header, method=b"POST", body=body)
@@ -550,7 +518,7 @@ def test_bodies_nested_too_deep_or_too_large_get_4xx():
     stub = StubJobsApi(token="stub-token")
     bodies = [b"[" * 60_000, b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 9_000 + b"1" + b"}" * 9_000,
               b'{"artifact_version_string": ' + b"[" * 30_000 + b"}", b'{"n": ' + b"1" * 5000 + b"}"]  # fmt: skip
-    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+    with app_thread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
         for body in bodies:
             bearer = served.get(
                 "/webhooks/wandb", b"Authorization: Bearer " + SECRET.encode(), method=b"POST", body=body
@@ -569,7 +537,7 @@ def test_bodies_nested_too_deep_or_too_large_get_4xx():
 def test_odd_requests_and_job_ids_get_4xx():
     stub = StubJobsApi(token="stub-token")
     auth = b"Authorization: Bearer " + SECRET.encode()
-    with AppThread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
+    with app_thread(stub.app) as cluster, Served(create_app(settings_for(cluster.url, "stub-token"))) as served:
         for target in ("/jobs/..%2F..%2Fapi%2Fversion", "/jobs/..%2Fversion", "/jobs/%2E%2E", "/jobs/" + "j" * 5000,
                        "/jobs/a%00b", "/jobs/%FF%FE", "/jobs/eval-x%0D%0AX:%20y"):  # fmt: skip
             answer = served.get(target, auth)
@@ -620,9 +588,9 @@ def test_a_job_that_exits_3_is_resubmitted_once():
     """By the app's periodic check and by GET /jobs/{id}; a job failing for its input (exit 1) is final, and a
     retry that exits 3 again is not retried."""
     stub = StubJobsApi(token="stub-token")
-    with AppThread(stub.app) as cluster:
+    with app_thread(stub.app) as cluster:
         settings = settings_for(cluster.url, "stub-token", outage_check_s=0.1)
-        with AppThread(create_app(settings)) as running:
+        with app_thread(create_app(settings)) as running:
             outage, broken = (post(running.url, delivery(v)).json()["job_id"] for v in ("v1", "v2"))
             stub.end(outage, "FAILED", 3)
             stub.end(broken, "FAILED", 1)
@@ -646,7 +614,7 @@ def test_a_job_that_exits_3_is_resubmitted_once():
 def test_jobs_select_latest_of_the_pinned_version():
     """The job's POLICY_URI names the version, so its selection must be `latest` (any other is refused)."""
     stub = StubJobsApi(token="stub-token")
-    with AppThread(stub.app) as cluster, AppThread(create_app(settings_for(cluster.url, "stub-token"))) as running:
+    with app_thread(stub.app) as cluster, app_thread(create_app(settings_for(cluster.url, "stub-token"))) as running:
         job_id = post(running.url, delivery("v3")).json()["job_id"]
     env = stub.jobs[job_id]["runtime_env"]["env_vars"]
     assert env["POLICY_URI"] == "wandb://ent/proj/policy:v3"
@@ -682,7 +650,7 @@ def test_on_the_real_head_a_job_exiting_3_runs_twice(head: RayHead):
     in the module: the head's job list is checked to hold one job by an earlier test.)"""
     settings = settings_for(head.dashboard_url, head.token, job_entrypoint="exit 3", outage_check_s=0.5)
     client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
-    with AppThread(create_app(settings)) as running:
+    with app_thread(create_app(settings)) as running:
         job_id = post(running.url, delivery("v1")).json()["job_id"]
         retry, deadline = job_id + RETRY_SUFFIX, time.monotonic() + 120
         while time.monotonic() < deadline:

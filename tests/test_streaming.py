@@ -15,7 +15,7 @@ from evaluator.run.checkpoint_feed import CheckpointFeed
 from evaluator.run.driver import evaluate
 from evaluator.sources import Candidate
 from sim.errors import EvaluatorError
-from tests.conftest import state_dict_bytes, tiny_model
+from tests.conftest import large_checkpoints
 
 
 class Downloads:
@@ -84,13 +84,7 @@ def test_a_bug_in_a_download_is_raised_in_the_driver():
 def test_an_evaluation_holds_a_bounded_number_of_checkpoints(tmp_path: Path):
     """24 checkpoints of ~7.6 MB (180 MB together), at most 2 resident: the driver's Python allocations peak
     at a few checkpoints' worth, not at the run's."""
-    run = tmp_path / "run"
-    run.mkdir()
-    for index in range(24):
-        model, kwargs = tiny_model(index, hidden=1024)
-        (run / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
-    size_mb = (run / "ckpt_0.pt").stat().st_size / 2**20
-    assert size_mb > 7
+    run, size_mb = large_checkpoints(tmp_path / "run", 24)
     config = EvalConfig(
         policy_uris=(str(run),),
         checkpoints="all",

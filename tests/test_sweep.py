@@ -33,7 +33,7 @@ from evaluator.store.database import open_database
 from evaluator.store.episodes import EpisodeStore
 from evaluator.store.leases import Heartbeat, LeaseRecord, LeaseTable
 from evaluator.store.schema import episodes, leases, runs
-from tests.conftest import state_dict_bytes, tiny_model
+from tests.conftest import large_checkpoints, state_dict_bytes, tiny_model
 from tests.support.ray_head import VENV_BIN, RayHead, running_head
 
 EPISODES = 2
@@ -216,13 +216,7 @@ def test_a_sweep_holds_a_bounded_number_of_checkpoints_and_records_no_empty_run(
     resident, whether they are claimed (first sweep) or found cached (second): the driver's Python allocations
     peak at a few checkpoints' worth, not at the run's (the old sweep downloaded every version first). A sweep
     that takes nothing leaves no report and no run in the database."""
-    run = tmp_path / "run"
-    run.mkdir()
-    for index in range(24):
-        model, kwargs = tiny_model(index, hidden=1024)
-        (run / f"ckpt_{index}.pt").write_bytes(state_dict_bytes(model, kwargs))
-    size_mb = (run / "ckpt_0.pt").stat().st_size / 2**20
-    assert size_mb > 7
+    run, size_mb = large_checkpoints(tmp_path / "run", 24)
     data = tmp_path / "data"
     db = f"sqlite:///{data / 'results.db'}"
 

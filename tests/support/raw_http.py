@@ -14,12 +14,14 @@ from aiohttp import web
 
 
 class Served:
-    """`app` served on a free port of 127.0.0.1 by a thread with its own event loop, in asyncio's debug mode:
-    there aiohttp writes the traceback of an unhandled exception into the 500's body, so a test that sees
-    none knows no handler let one through."""
+    """`app` served on a free port of 127.0.0.1 by a thread with its own event loop. With `debug` (the default)
+    in asyncio's debug mode: there aiohttp writes the traceback of an unhandled exception into the 500's body,
+    so a test that sees none knows no handler let one through. The listen backlog takes 512 connections at
+    once (the service's concurrency tests)."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, *, debug: bool = True) -> None:
         self.app = app
+        self.debug = debug
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="served-app", daemon=True)
@@ -27,10 +29,10 @@ class Served:
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
-        loop.set_debug(True)
+        loop.set_debug(self.debug)
         runner = web.AppRunner(self.app, access_log=None)
         loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=512)
         loop.run_until_complete(site.start())
         self.port = runner.addresses[0][1]
         self._ready.set()
@@ -38,15 +40,19 @@ class Served:
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def __enter__(self) -> Served:
         self._thread.start()
         assert self._ready.wait(10), "the app did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     def request(self, data: bytes) -> Answer:
         return raw_request(self.port, data)
