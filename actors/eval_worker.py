@@ -13,14 +13,15 @@ import os
 import resource
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 
-from actors.protocol import UnitResult, WorkerStats, WorkUnit
+from actors.protocol import CoPlayerBytes, UnitResult, WorkerStats, WorkUnit
 from sim.batch_policy import BatchPolicy
 from sim.errors import PolicyError
 from sim.policies import load_policy
-from sim.runner import DEFAULT_LOCKSTEP_ENVS, run_episodes
+from sim.runner import DEFAULT_LOCKSTEP_ENVS, play
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,12 @@ class EvalWorker:
         node_id: str = "",
         gpu_share: float = 0.0,
         trust_remote_code: bool = False,
+        co_players: Mapping[str, CoPlayerBytes] | None = None,
     ) -> None:
         self._trust_remote_code = trust_remote_code
+        self._co_player_bytes = dict(co_players or {})
+        self._co_players: dict[str, BatchPolicy] = {}
+        """Co-players loaded so far, by digest: few, used by every unit of a mixed env, so never evicted."""
         self._gpu_share = gpu_share
         self._gpu_ids = [str(i) for i in gpu_ids or []]
         self._device = resolve_device(device, self._gpu_ids, torch.cuda.is_available())
@@ -76,7 +81,13 @@ class EvalWorker:
         try:
             policy, loaded = self._policy(unit.checkpoint_uri, unit.checkpoint_digest, checkpoint_bytes)
             load_s = time.perf_counter() - started
-            episodes = run_episodes(policy, unit.jobs, lockstep_envs=self._lockstep_envs)
+            played = play(
+                policy,
+                unit.jobs,
+                lockstep_envs=self._lockstep_envs,
+                co_players=self._co_players_of(unit),
+                candidate_name=unit.checkpoint_uri,
+            )
         except PolicyError as exc:
             return UnitResult(
                 unit_id=unit.unit_id,
@@ -89,7 +100,8 @@ class EvalWorker:
         return UnitResult(
             unit_id=unit.unit_id,
             worker=self._name,
-            episodes=tuple(episodes),
+            episodes=tuple(played.results),
+            env_errors=tuple(played.env_errors.items()),
             loaded=loaded,
             load_s=load_s,
             run_s=time.perf_counter() - started - load_s,
@@ -110,6 +122,24 @@ class EvalWorker:
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports KiB
             gpu_share=self._gpu_share,
         )
+
+    def _co_players_of(self, unit: WorkUnit) -> dict[str, BatchPolicy]:
+        """The unit's co-players, each loaded on first use (a co-player that fails to load fails the unit's
+        checkpoint with its error, as the checkpoint's own would)."""
+        for job in unit.jobs:
+            for npc in job.env.npcs:
+                if npc.digest in self._co_players:
+                    continue
+                if npc.digest not in self._co_player_bytes:
+                    raise PolicyError(f"co-player {npc.uri} ({npc.digest}) was not handed to this worker")
+                uri, data = self._co_player_bytes[npc.digest]
+                try:
+                    loaded = load_policy(uri, data, self._device, trust_remote_code=self._trust_remote_code)
+                except PolicyError as exc:
+                    raise PolicyError(f"co-player {npc.uri}: {exc}") from None
+                self._co_players[npc.digest] = loaded
+                self._loads += 1
+        return self._co_players
 
     def _policy(self, uri: str, digest: str, data: bytes) -> tuple[BatchPolicy, bool]:
         if digest in self._policies:

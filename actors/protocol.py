@@ -25,6 +25,10 @@ class WorkUnit:
         return sum(job.env.max_steps * job.env.num_agents for job in self.jobs)
 
 
+CoPlayerBytes = tuple[str, bytes]
+"""A co-player as the driver hands it to every worker: (its URI, its checkpoint bytes), keyed by digest."""
+
+
 @dataclass(frozen=True)
 class UnitResult:
     """A finished unit. `error` set means the checkpoint failed (it is not retried); `episodes` is then empty."""
@@ -33,6 +37,9 @@ class UnitResult:
     worker: str
     episodes: tuple[EpisodeResult, ...] = ()
     error: str | None = None
+    env_errors: tuple[tuple[str, str], ...] = ()
+    """(env, reason) of each environment of the unit a policy of its line-up could not play (its observation
+    or action space does not fit): those environments fail for this checkpoint, the others stand."""
     loaded: bool = False
     """True when this unit had to load the checkpoint (a cache miss)."""
     load_s: float = 0.0

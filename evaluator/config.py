@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from evaluator.sources.selection import check_selector
 from sim.errors import UsageError
+from sim.lineup import parse_co_player
 
 MAX_SECONDS = 7 * 24 * 3600
 """The longest timeout, wait or lease of any option (a week): every number option is bounded both ways, so a
@@ -68,6 +69,8 @@ class Play(_Slice):
     max_episodes: int
     shard_size: int
     replays: bool
+    npcs: tuple[str, ...]
+    candidate_share: float | None
 
 
 class Workers(_Slice):
@@ -149,6 +152,12 @@ class EvalConfig(BaseModel):
     """Override the suite's seed (episode seeds derive from it)."""
     env: str | None = None
     """Glob over environment names, e.g. 'maze*'."""
+    npcs: tuple[str, ...] = ()
+    """Co-players (`--npc URI[,proportion=N]`, cogames' form): they play some agents of every episode of each
+    environment of at least 2 agents, beside the evaluated checkpoint (`sim.lineup`); an env's own `npcs` win."""
+    candidate_share: float | None = Field(default=None, gt=0, le=1)
+    """The evaluated checkpoint's share of each mixed episode's agents (at least one agent); None: proportion 1
+    beside the co-players' proportions. Needs co-players."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
     cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
     """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.run.worker_layout`)."""
@@ -226,6 +235,37 @@ class EvalConfig(BaseModel):
         if isinstance(value, list | tuple):
             return tuple(part.strip() for item in value for part in str(item).split(",") if part.strip())
         return value
+
+    @field_validator("npcs", mode="before")
+    @classmethod
+    def _npcs_from_text(cls, value: object) -> object:
+        """NPC_POLICY_URI is comma-separated URIs; `,proportion=N` stays with the URI before it."""
+        items = [value] if isinstance(value, str) else ([] if value is None else value)
+        if not isinstance(items, list | tuple):
+            return value
+        found: list[str] = []
+        for item in items:
+            for part in (piece.strip() for piece in str(item).split(",")):
+                if part.startswith("proportion=") and found:
+                    found[-1] = f"{found[-1]},{part}"
+                elif part:
+                    found.append(part)
+        return tuple(found)
+
+    @field_validator("npcs")
+    @classmethod
+    def _npcs_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_co_player(text)
+        return value
+
+    @model_validator(mode="after")
+    def _share_needs_npcs(self) -> EvalConfig:
+        if self.candidate_share is not None and self.candidate_share < 1 and not self.npcs:
+            raise ValueError("--candidate-share needs co-players: give --npc URI (or NPC_POLICY_URI)")
+        if self.candidate_share == 1 and self.npcs:
+            raise ValueError("--candidate-share 1 leaves no agent to the --npc co-players")
+        return self
 
     @field_validator("checkpoints")
     @classmethod

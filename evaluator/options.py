@@ -135,6 +135,27 @@ MaxEpisodes = Annotated[
         help="With --target-ci: episodes per environment at most.", rich_help_panel=SUITE, **bounds("max_episodes")
     ),
 ]
+Npcs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--npc",
+        envvar="NPC_POLICY_URI",
+        rich_help_panel=SUITE,
+        help="Co-player (repeat; NPC_POLICY_URI comma-separates): URI[,proportion=N] as cogames takes it. Co-players "
+        "play some agents of every episode of each environment of 2 or more agents, beside the evaluated checkpoint; "
+        "its score is then its own agents' mean reward.",
+    ),
+]
+CandidateShare = Annotated[
+    float | None,
+    typer.Option(
+        envvar="CANDIDATE_SHARE",
+        help="With --npc: the evaluated checkpoint's share of each episode's agents (at least one) "
+        "[default: proportion 1 beside the co-players'].",
+        rich_help_panel=SUITE,
+        **bounds("candidate_share"),
+    ),
+]
 
 # -- workers & cluster -----------------------------------------------------------------------------------------
 DeviceOption = Annotated[

@@ -28,6 +28,16 @@ class Slot:
     """Seeded from the episode seed: any randomness a policy needs comes from here, never from a global.
     For a `stochastic` policy the runner draws the episode's noise from it in blocks of steps, right after
     `start_episode` and then every block, so draws a policy makes stay reproducible per episode."""
+    seed: int = 0
+    """The episode's seed (a mixed line-up's seats are drawn from it, `sim.lineup.seat_assignment`)."""
+    agent_ids: tuple[int, ...] | None = None
+    """The simulation's agent id of each of `rows`; None: rows are agents 0..n-1 in order (the candidate
+    alone). In a mixed episode a policy's rows are its own agents only (`sim.mixed_policy`)."""
+
+    @property
+    def agents(self) -> tuple[int, ...]:
+        """The simulation agent ids this slot's rows play, in row order."""
+        return self.agent_ids if self.agent_ids is not None else tuple(range(self.rows.stop - self.rows.start))
 
 
 @dataclass

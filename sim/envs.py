@@ -35,6 +35,8 @@ from mettagrid.map_builder.random_map import RandomMapBuilder
 from mettagrid.mapgen.mapgen import MapGen
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sim.lineup import CoPlayer, policy_shares, seat_counts
+
 HEART_SOURCES: tuple[str, ...] = ("generator_red", "mine_red")
 """Objects that hand an agent one heart (reward `EnvSpec.heart_reward`, 1 by default) when it walks into them."""
 
@@ -123,7 +125,14 @@ METTA_BORDER_WIDTH = 6
 METTA_INSTANCE_BORDER_WIDTH = 3
 """Walls between two copies of the map in Metta's navigation evals (MapGen `instance_border_width`)."""
 
-_HASHED_ONLY_WHEN_SET = ("instances", "border_width", "instance_border_width", "heart_reward")
+_HASHED_ONLY_WHEN_SET = (
+    "instances",
+    "border_width",
+    "instance_border_width",
+    "heart_reward",
+    "npcs",
+    "candidate_share",
+)
 """Fields added after results were cached: left out of `spec_hash` while at their defaults."""
 
 
@@ -144,6 +153,30 @@ class EnvSpec(_Frozen):
     border_width: int = Field(default=METTA_BORDER_WIDTH, ge=0, le=32)
     instance_border_width: int = Field(default=METTA_INSTANCE_BORDER_WIDTH, ge=0, le=32)
     heart_reward: float = Field(default=1.0, gt=0, le=1_000, allow_inf_nan=False)
+    npcs: tuple[CoPlayer, ...] = Field(default=(), max_length=16)
+    """Co-players of the candidate (`sim.lineup`): empty, the candidate plays every agent."""
+    candidate_share: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    """The candidate's share of the agents; None: proportion 1 beside the co-players' (cogames' default)."""
+
+    @model_validator(mode="after")
+    def _lineup_is_playable(self) -> EnvSpec:
+        if self.candidate_share is not None and not self.npcs and self.candidate_share < 1:
+            raise ValueError(f"env {self.name!r}: candidate_share {self.candidate_share} needs co-players (npcs)")
+        if self.npcs and self.num_agents < 2:
+            raise ValueError(f"env {self.name!r}: co-players (npcs) need an env of at least 2 agents")
+        if self.npcs and self.candidate_share == 1:
+            raise ValueError(f"env {self.name!r}: candidate_share 1 leaves no agent to the co-players (npcs)")
+        return self
+
+    @property
+    def mixed(self) -> bool:
+        """Whether co-players play some of the agents (else the candidate plays them all, as before line-ups)."""
+        return bool(self.npcs)
+
+    @property
+    def seat_counts(self) -> tuple[int, ...]:
+        """Agents per policy of the line-up, candidate first (`sim.lineup.seat_counts`)."""
+        return seat_counts(self.num_agents, policy_shares(self.candidate_share, self.npcs))
 
     @model_validator(mode="after")
     def _agents_match_map(self) -> EnvSpec:
@@ -169,8 +202,12 @@ class EnvSpec(_Frozen):
         Fields added later count only when set away from their defaults, so the envs that existed before
         keep their digests and their cached results."""
         unset = {name for name in _HASHED_ONLY_WHEN_SET if getattr(self, name) == EnvSpec.model_fields[name].default}
-        # How many episodes are played is not part of what any one of them is (episode i keeps its seed).
-        return hashlib.sha256(self.model_dump_json(exclude=unset | {"episodes"}).encode()).hexdigest()[:16]
+        # How many episodes are played is not part of what any one of them is (episode i keeps its seed); a
+        # co-player is its bytes and its proportion, whatever URI named it.
+        exclude: dict = dict.fromkeys(unset | {"episodes"}, True)
+        if self.npcs:
+            exclude["npcs"] = {"__all__": {"uri"}}
+        return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
 
 def episode_seed(suite_seed: int, env_name: str, episode: int) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class EpisodeResult:
-    """One played episode. `rewards` are per agent; `success` means every agent collected a heart."""
+    """One played episode. `rewards` are per agent; `success` means every agent of the candidate collected a heart."""
 
     env: str
     episode: int
@@ -26,14 +26,34 @@ class EpisodeResult:
     wall_s: float = 0.0
     replay: bytes | None = field(default=None, repr=False)
     """zlib-compressed mettagrid replay JSON (replay format of `mettagrid.simulator.replay_log_writer`)."""
+    seats: tuple[int, ...] = ()
+    """Line-up place of each agent (0: the candidate, i: co-player i) in a mixed episode; empty when the
+    candidate played every agent."""
 
     @property
     def reward_mean(self) -> float:
         return float(np.mean(self.rewards))
 
+    def rewards_of(self, place: int) -> list[float]:
+        """Rewards of the agents line-up place `place` played (every agent's for the candidate when unmixed)."""
+        if not self.seats:
+            return list(self.rewards) if place == 0 else []
+        return [reward for reward, seat in zip(self.rewards, self.seats, strict=True) if seat == place]
+
+    @property
+    def score(self) -> float:
+        """The candidate's score of the episode: the mean reward of its agents (of every agent when unmixed)."""
+        return float(np.mean(self.rewards_of(0)))
+
+    @property
+    def npc_score(self) -> float | None:
+        """The co-players' mean reward per agent; None when the candidate played alone."""
+        rewards = [reward for reward, seat in zip(self.rewards, self.seats, strict=True) if seat != 0]
+        return float(np.mean(rewards)) if rewards else None
+
     @property
     def success(self) -> bool:
-        return min(self.rewards) > 0
+        return min(self.rewards_of(0)) > 0
 
     @property
     def agent_steps(self) -> int:
@@ -55,7 +75,7 @@ def summarize(results: Sequence[EpisodeResult]) -> EnvSummary:
     """Mean per-agent episode reward, its sample standard deviation, success rate and mean steps."""
     if not results:
         raise ValueError("cannot summarize zero episodes")
-    rewards = np.array([r.reward_mean for r in results], dtype=np.float64)
+    rewards = np.array([r.score for r in results], dtype=np.float64)
     mean = float(rewards.mean())
     std = float(rewards.std(ddof=1)) if len(rewards) > 1 else 0.0
     return EnvSummary(

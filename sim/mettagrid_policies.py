@@ -173,7 +173,7 @@ class PerAgentPolicy(BatchPolicy):
         seed = int(slot.rng.integers(2**31))
         self._rng_states[slot.index] = _seeded_rng_states(seed)
         with _SlotRngs(self._rng_states, slot.index):
-            self._agents[slot.index] = [policy.agent_policy(agent_id) for agent_id in range(num_agents)]
+            self._agents[slot.index] = [policy.agent_policy(agent_id) for agent_id in slot.agents]
             for agent in self._agents[slot.index]:
                 agent.reset()
 
@@ -181,12 +181,12 @@ class PerAgentPolicy(BatchPolicy):
         actions = np.zeros(batch.observations.shape[0], dtype=np.int64)
         for slot in batch.slots:
             with _SlotRngs(self._rng_states, slot.index):
-                for agent_id, agent in enumerate(self._agents[slot.index]):
+                for row, (agent_id, agent) in enumerate(zip(slot.agents, self._agents[slot.index], strict=True)):
                     try:
                         action = agent.step(slot.simulation.agent(agent_id).observation)
                     except Exception as exc:
                         raise PolicyError(f"policy {self._uri}: step failed: {first_line(exc)}") from None
-                    actions[slot.rows.start + agent_id] = self._action_index[action.name]
+                    actions[slot.rows.start + row] = self._action_index[action.name]
         return actions
 
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 
 import numpy as np
 from mettagrid.mettagrid_c import dtype_actions, dtype_observations, dtype_rewards, dtype_terminals
@@ -32,7 +31,9 @@ from mettagrid.simulator.simulator import Buffers, Simulation
 
 from sim.batch_policy import BatchPolicy, Slot, StepBatch, check_actions
 from sim.envs import EnvSpec, build_config
+from sim.errors import PolicyError
 from sim.metrics import EpisodeResult, episode_stats
+from sim.mixed_policy import MixedPolicy
 from sim.replays import replay_bytes
 
 logger = logging.getLogger(__name__)
@@ -127,30 +128,88 @@ class _Buffers:
         self.noise_index[slot.rows] = np.arange(slot.rows.start, slot.rows.stop)
 
 
+@dataclass
+class Played:
+    """What `play` gives back: the episodes played, and the environments a policy of the line-up could not play
+    (its observation or action space does not fit): {env: one-line reason}."""
+
+    results: list[EpisodeResult]
+    env_errors: dict[str, str]
+
+
 def run_episodes(
     policy: BatchPolicy,
     jobs: Sequence[EpisodeJob],
     *,
     lockstep_envs: int = DEFAULT_LOCKSTEP_ENVS,
+    co_players: Mapping[str, BatchPolicy] | None = None,
 ) -> list[EpisodeResult]:
-    """Play every job with `policy`; results come back in the order of `jobs`.
+    """Play every job with `policy`; results come back in the order of `jobs`. An environment the policy cannot
+    play raises its PolicyError (`play` returns it instead)."""
+    played = play(policy, jobs, lockstep_envs=lockstep_envs, co_players=co_players)
+    if played.env_errors:
+        raise PolicyError(next(iter(played.env_errors.values())))
+    return played.results
 
-    Jobs are grouped by agent count (a slot's rows are fixed); within a group, episodes of any of the
-    environments share the lockstep batch.
+
+def play(
+    policy: BatchPolicy,
+    jobs: Sequence[EpisodeJob],
+    *,
+    lockstep_envs: int = DEFAULT_LOCKSTEP_ENVS,
+    co_players: Mapping[str, BatchPolicy] | None = None,
+    candidate_name: str = "candidate",
+) -> Played:
+    """Play every job with `policy` as the candidate; a mixed env's co-players are `co_players[digest]`. A mixed
+    episode's replay names each agent's policy (`candidate_name`, or the co-player's URI) as mettagrid's own
+    rollout does (`policy_infos`), so MettaScope and our player show who played which agent.
+
+    Jobs are grouped by what a lockstep batch must share: the agent count (a slot's rows are fixed), the
+    environment interface (one `bind`) and the line-up (which policies play how many agents); within a group,
+    episodes of any of the environments share the batch. A group whose interface a policy refuses at `bind`
+    becomes one error per environment of it; the other groups play on.
     """
+    groups: dict[tuple, list[EpisodeJob]] = {}
+    interfaces: dict[str, tuple[str, PolicyEnvInterface]] = {}
+    for job in jobs:
+        if job.env.name not in interfaces:
+            interface = PolicyEnvInterface.from_mg_cfg(build_config(job.env, job.seed))
+            interfaces[job.env.name] = (interface.model_dump_json(), interface)
+        lineup = (job.env.seat_counts, tuple(npc.digest for npc in job.env.npcs)) if job.env.mixed else None
+        groups.setdefault((job.env.num_agents, interfaces[job.env.name][0], lineup), []).append(job)
     done: dict[tuple[str, int], EpisodeResult] = {}
-    by_agents = sorted(jobs, key=lambda job: job.env.num_agents)
-    for num_agents, group in groupby(by_agents, key=lambda job: job.env.num_agents):
-        for result in _run_group(policy, list(group), num_agents, lockstep_envs):
+    env_errors: dict[str, str] = {}
+    for (num_agents, _, lineup), group in sorted(groups.items(), key=lambda item: item[0][0]):
+        driver = policy if lineup is None else _lineup_policy(policy, group[0].env, co_players or {}, candidate_name)
+        interface = interfaces[group[0].env.name][1]
+        try:
+            driver.bind(interface)
+        except PolicyError as exc:
+            for env in dict.fromkeys(job.env.name for job in group):
+                env_errors[env] = f"environment {env}: {exc}"
+            continue
+        for result in _run_group(driver, group, num_agents, lockstep_envs, interface):
             done[(result.env, result.episode)] = result
-    return [done[(job.env.name, job.episode)] for job in jobs]
+    results = [done[(job.env.name, job.episode)] for job in jobs if job.env.name not in env_errors]
+    return Played(results, env_errors)
 
 
-def _run_group(policy: BatchPolicy, jobs: list[EpisodeJob], num_agents: int, lockstep: int) -> list[EpisodeResult]:
+def _lineup_policy(
+    candidate: BatchPolicy, env: EnvSpec, co_players: Mapping[str, BatchPolicy], candidate_name: str
+) -> MixedPolicy:
+    missing = [npc.uri for npc in env.npcs if npc.digest not in co_players]
+    if missing:
+        raise PolicyError(f"co-players {missing} were not handed to this worker")
+    policies = [candidate, *(co_players[npc.digest] for npc in env.npcs)]
+    return MixedPolicy(policies, env.seat_counts, names=[candidate_name, *(npc.uri for npc in env.npcs)])
+
+
+def _run_group(
+    policy: BatchPolicy, jobs: list[EpisodeJob], num_agents: int, lockstep: int, interface: PolicyEnvInterface
+) -> list[EpisodeResult]:
+    """Play one group of jobs with `policy`, already bound to their `interface`."""
     # Longest episodes first, so the short ones fill the tail where slots run out of work.
     pending = deque(sorted(jobs, key=lambda job: -job.env.max_steps))
-    interface = PolicyEnvInterface.from_mg_cfg(build_config(jobs[0].env, jobs[0].seed))
-    policy.bind(interface)
     num_actions = len(interface.action_names)
     num_slots = min(lockstep, len(jobs))
     buffers = _Buffers.allocate(num_slots, num_agents, interface.observation_shape, num_actions, policy.stochastic)
@@ -182,7 +241,7 @@ def _run_group(policy: BatchPolicy, jobs: list[EpisodeJob], num_agents: int, loc
         for index in np.flatnonzero(buffers.done.any(axis=0)):
             entry = live[index]
             assert entry is not None
-            results.append(_finish(entry))
+            results.append(_finish(entry, policy))
             buffers.flags[:, index] = False
             live[index] = _start(policy, pending.popleft(), index, num_agents, buffers, tick) if pending else None
         batch, steps, used, noise_due = _assemble(live, buffers, num_agents)
@@ -219,8 +278,10 @@ def _start(policy: BatchPolicy, job: EpisodeJob, index: int, num_agents: int, bu
         buffers=buffers.view(index, rows),
         event_handlers=[replay] if replay else (),
     )
-    slot = Slot(index=index, rows=rows, simulation=simulation, rng=np.random.default_rng(job.seed))
+    slot = Slot(index=index, rows=rows, simulation=simulation, rng=np.random.default_rng(job.seed), seed=job.seed)
     policy.start_episode(slot)  # before the noise: a policy's own draws come first in the episode's rng
+    if replay is not None and isinstance(policy, MixedPolicy):
+        policy.name_agents(slot)
     if buffers.noise is not None:
         buffers.draw_noise(slot)
     entry = _Live(slot=slot, job=job, started=time.perf_counter(), step=_stepper(simulation), replay=replay)
@@ -244,7 +305,7 @@ def _stepper(simulation: Simulation) -> Callable[[], None]:
     return simulation.step
 
 
-def _finish(entry: _Live) -> EpisodeResult:
+def _finish(entry: _Live, policy: BatchPolicy) -> EpisodeResult:
     simulation = entry.slot.simulation
     replay = None
     if entry.replay is not None:
@@ -258,6 +319,7 @@ def _finish(entry: _Live) -> EpisodeResult:
         stats=episode_stats(simulation.episode_stats),
         wall_s=time.perf_counter() - entry.started,
         replay=replay,
+        seats=tuple(int(seat) for seat in policy.seats(entry.slot.index)) if isinstance(policy, MixedPolicy) else (),
     )
     simulation.close()
     forget_stopwatch_logger(simulation)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from evaluator.config import EvalConfig
 from evaluator.options import (
     Baseline,
+    CandidateShare,
     CpusPerWorker,
     DataDir,
     DeviceOption,
@@ -24,6 +25,7 @@ from evaluator.options import (
     MaxResidentCheckpoints,
     MinEpisodes,
     Normalize,
+    Npcs,
     NumWorkers,
     OutputUri,
     PolicyCacheSize,
@@ -59,6 +61,8 @@ _EVALUATION: dict[str, Any] = {
     "target_ci": TargetCi,
     "min_episodes": MinEpisodes,
     "max_episodes": MaxEpisodes,
+    "npcs": Npcs,
+    "candidate_share": CandidateShare,
     "device": DeviceOption,
     "num_workers": NumWorkers,
     "cpus_per_worker": CpusPerWorker,

@@ -56,16 +56,16 @@ def summary_tables(report: Report) -> list[Table]:
             "-" if metrics.iqm is None else f"{metrics.iqm:.3f}",
             f"{success:.0%}",
             _versus(checkpoint, "previous"),
-            "",
+            "; ".join(checkpoint.env_errors.values()),
         )
     per_env = Table(title="score per environment (mean per-agent reward)")
     per_env.add_column("environment")
     scored = [c for c in checkpoints if c.metrics is not None]
     for checkpoint in scored:
         per_env.add_column(_label(checkpoint), justify="right")
-    env_names = list(scored[0].metrics.environments) if scored else []
+    env_names = list(dict.fromkeys(env for c in scored for env in c.metrics.environments))
     for env in env_names:
-        per_env.add_row(env, *(f"{c.metrics.environments[env].score:.2f}" for c in scored))
+        per_env.add_row(env, *(_env_score(c, env) for c in scored))
     timing = report.timing
     footer = Table(title="timing", show_header=False)
     footer.add_row("wall", f"{timing.wall_s:.1f} s (ray start {timing.ray_init_s:.1f} s)")
@@ -73,4 +73,31 @@ def summary_tables(report: Report) -> list[Table]:
     footer.add_row("workers / policy loads", f"{timing.workers} / {timing.policy_loads}")
     if report.cost is not None:
         footer.add_row("cost (estimate)", cost_line(report.cost))
-    return [overview, per_env, footer]
+    mixed = _lineups_table(scored, env_names)
+    return [overview, per_env, *([mixed] if mixed else []), footer]
+
+
+def _env_score(checkpoint: CheckpointReport, env: str) -> str:
+    found = checkpoint.metrics.environments.get(env) if checkpoint.metrics else None
+    return f"{found.score:.2f}" if found is not None else "error"
+
+
+def _lineups_table(scored: list[CheckpointReport], env_names: list[str]) -> Table | None:
+    """Mixed envs: who played beside each checkpoint, and its score, the co-players' and everyone's."""
+    rows = []
+    for env in env_names:
+        for checkpoint in scored:
+            found = checkpoint.metrics.environments.get(env)
+            if found is None or found.lineup is None:
+                continue
+            others = ", ".join(f"{npc.agents} {npc.uri}" for npc in found.lineup.npcs)
+            lineup = f"{found.lineup.candidate_agents} candidate + {others}"
+            rows.append((env, _label(checkpoint), lineup, found.score, found.npc_score, found.all_score))
+    if not rows:
+        return None
+    table = Table(title="mixed line-ups (agents per episode; mean per-agent reward)")
+    for column in ("environment", "checkpoint", "line-up", "candidate", "co-players", "all"):
+        table.add_column(column, justify="right" if column in ("candidate", "co-players", "all") else "left")
+    for env, label, lineup, score, npc_score, all_score in rows:
+        table.add_row(env, label, lineup, f"{score:.2f}", f"{npc_score:.2f}", f"{all_score:.2f}")
+    return table

@@ -65,6 +65,9 @@ def summary_metrics(report: Report) -> dict[str, float]:
             metrics |= {f"evaluator/eval_{suite}/{env}": s for env, s in envs.items()}
             metrics[f"overview/evaluator/{suite}_score"] = score
             metrics |= _statistics(suite, checkpoint)
+            for env, m in checkpoint.metrics.environments.items():  # mixed envs: the co-players' and everyone's
+                if m.lineup is not None:
+                    metrics |= {f"{suite}/{env}/npc_score": m.npc_score, f"{suite}/{env}/all_score": m.all_score}
             summary |= metrics | {f"{checkpoint.name}:{checkpoint.version}/{k}": v for k, v in metrics.items()}
     if report.cost is not None:  # the estimate of what the evaluation cost (`cost/total_usd`, ...)
         summary |= cost_metrics(report.cost)

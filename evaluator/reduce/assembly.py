@@ -18,22 +18,40 @@ from evaluator.reduce.report import (
     CostReport,
     EnvironmentDifference,
     EnvironmentMetrics,
+    Lineup,
+    LineupPlayer,
     PolicyReport,
     Report,
     Timing,
     WorkerReport,
 )
+from evaluator.secrets import redact_url
+from sim.envs import EnvSpec
 from sim.metrics import EpisodeResult, summarize
 from sim.suites import Suite
 
 
 def episode_scores(suite: Suite, results: Sequence[EpisodeResult]) -> list[np.ndarray]:
-    """Per environment (suite order), each episode's score (mean per-agent reward) in episode order: what the
-    statistics and the paired comparisons take (a checkpoint's whole evaluation in a few KB)."""
+    """Per environment (suite order), each episode's score (mean reward of the candidate's agents: every agent
+    unless a line-up seats co-players) in episode order: what the statistics and the paired comparisons take (a
+    checkpoint's whole evaluation in a few KB)."""
     by_env: dict[str, list[EpisodeResult]] = {env.name: [] for env in suite.envs}
     for result in results:
         by_env[result.env].append(result)
-    return [np.array([r.reward_mean for r in sorted(by_env[env.name], key=lambda r: r.episode)]) for env in suite.envs]
+    return [np.array([r.score for r in sorted(by_env[env.name], key=lambda r: r.episode)]) for env in suite.envs]
+
+
+def lineup_of(env: EnvSpec) -> Lineup:
+    """The report's line-up of a mixed env: who plays beside the candidate, with how many agents each."""
+    counts = env.seat_counts
+    return Lineup(
+        candidate_agents=counts[0],
+        candidate_share=env.candidate_share,
+        npcs=[
+            LineupPlayer(uri=redact_url(npc.uri), digest=npc.digest, proportion=npc.proportion, agents=count)
+            for npc, count in zip(env.npcs, counts[1:], strict=True)
+        ],
+    )
 
 
 def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> CheckpointMetrics:
@@ -55,13 +73,16 @@ def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> Checkp
             success_ci95=statistics.wilson_interval(successes, len(episodes)),
             mean_steps=summary.mean_steps,
             agent_steps=sum(r.agent_steps for r in episodes),
+            lineup=lineup_of(env) if env.mixed else None,
+            npc_score=float(np.mean([r.npc_score for r in episodes])) if env.mixed else None,
+            all_score=float(np.mean([r.reward_mean for r in episodes])) if env.mixed else None,
         )
     env_scores = [m.score for m in environments.values()]
     return CheckpointMetrics(
         suite_scores={f"{suite.name}/score": sum(env_scores) / len(env_scores)},
         simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
         # In suite and episode order: a float sum must not depend on the order episodes arrived in.
-        reward_avg=sum(r.reward_mean for r in sorted(results, key=lambda r: (order[r.env], r.episode))) / len(results),
+        reward_avg=sum(r.score for r in sorted(results, key=lambda r: (order[r.env], r.episode))) / len(results),
         suite_ci95=statistics.stratified_interval(
             scores, statistics.mean_of_means, statistics.rng_for(suite.seed, "suite")
         ),

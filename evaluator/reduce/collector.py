@@ -58,6 +58,10 @@ class Collector:
     stream decides when a checkpoint has enough episodes and calls `complete`."""
     scores: RunScores = field(init=False)
     """Complete checkpoints' episode scores: for comparisons and normalised scores at the end."""
+    env_errors: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Environments a checkpoint could not play (a policy's spaces do not fit the game): {index: {env: reason}}.
+    Its metrics cover the other environments; it is left out of comparisons (its suite score is not the same
+    average as the others')."""
     left_out: set[int] = field(default_factory=set)
     """Checkpoints the run's admission did not take (a sweep's cached or leased-elsewhere ones): in no report."""
 
@@ -114,10 +118,32 @@ class Collector:
             self.errors.setdefault(index, result.error)
             self.results.pop(index, None)
             return
+        if result.env_errors:
+            self._env_failed(index, dict(result.env_errors))
         uris = list(replay_uris) or [None] * len(result.episodes)
         for episode, replay_uri in zip(result.episodes, uris, strict=True):
             self._keep(index, episode, replay_uri)
             self.played_agent_steps += episode.agent_steps
+
+    def _env_failed(self, index: int, reasons: dict[str, str]) -> None:
+        failed = self.env_errors.setdefault(index, {})
+        failed.update(reasons)
+        if len(failed) == len(self.suite.envs):  # nothing left to score: the checkpoint fails
+            self.errors.setdefault(index, next(iter(failed.values())))
+            self.results.pop(index, None)
+        elif self.reduce_when_complete and len(self.results.get(index, [])) == self._expected_of(index):
+            self.complete(index)
+
+    def _expected_of(self, index: int) -> int:
+        failed = self.env_errors.get(index, {})
+        return self._expected - sum(env.episodes for env in self.suite.envs if env.name in failed)
+
+    def _suite_of(self, index: int) -> Suite:
+        """The suite as checkpoint `index` played it: without the environments it could not play."""
+        failed = self.env_errors.get(index)
+        if not failed:
+            return self.suite
+        return self.suite.model_copy(update={"envs": tuple(env for env in self.suite.envs if env.name not in failed)})
 
     def _keep(self, index: int, episode: EpisodeResult, replay_uri: str | None) -> None:
         if replay_uri is not None and episode.episode == 0:
@@ -127,7 +153,7 @@ class Collector:
             return
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
-        if self.reduce_when_complete and len(kept) == self._expected:
+        if self.reduce_when_complete and len(kept) == self._expected_of(index):
             self.complete(index)
 
     def complete(self, index: int) -> None:
@@ -135,9 +161,11 @@ class Collector:
         kept = self.results.pop(index, [])
         if index in self.errors or not kept:
             return
-        metrics = checkpoint_metrics(self.suite, kept)
+        suite = self._suite_of(index)
+        metrics = checkpoint_metrics(suite, kept)
         self.metrics[index] = zlib.compress(metrics.model_dump_json().encode())
-        self.scores.record(index, episode_scores(self.suite, kept), next(iter(metrics.suite_scores.values())))
+        if suite is self.suite:
+            self.scores.record(index, episode_scores(suite, kept), next(iter(metrics.suite_scores.values())))
 
     def metrics_of(self, index: int) -> CheckpointMetrics | None:
         """The reduced metrics of the checkpoint at `index`, if it completed."""
@@ -159,7 +187,7 @@ class Collector:
             }
             metrics = None if error else self.metrics_of(index)
             if metrics is None and not error:  # not every episode came in (cannot happen without an error)
-                metrics = checkpoint_metrics(self.suite, self.results.get(index, []))
+                metrics = checkpoint_metrics(self._suite_of(index), self.results.get(index, []))
             if metrics is not None and self.normalize:
                 metrics = metrics.model_copy(update={"normalized": self.scores.normalized(index)})
             yield CheckpointReport(
@@ -171,6 +199,7 @@ class Collector:
                 replay_url=None if error else replays.get(self.suite.envs[0].name),
                 replays={} if error else replays,
                 error=error,
+                env_errors={} if error else self.env_errors.get(index, {}),
                 comparisons=self.scores.comparisons(index, previous, self._identity),
             )
             if index in self.scores.scores:

@@ -8,7 +8,14 @@ Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from evaluator.secrets import redact_text, redact_url
 
@@ -17,8 +24,31 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LineupPlayer(_Model):
+    """A co-player of a mixed env."""
+
+    uri: str
+    digest: str
+    proportion: float
+    agents: int = Field(description="agents it plays in each episode")
+
+
+class Lineup(_Model):
+    """A mixed env's line-up (`--npc`, `--candidate-share`, or the env's own `npcs`): agents per policy by largest
+    remainder, seats shuffled by each episode's seed."""
+
+    candidate_agents: int = Field(description="agents the candidate plays in each episode")
+    candidate_share: float | None = Field(description="as asked; null: proportion 1 beside the co-players'")
+    npcs: list[LineupPlayer]
+
+
+MIXED_ONLY = ("lineup", "npc_score", "all_score")
+"""EnvironmentMetrics keys written only for a mixed env."""
+
+
 class EnvironmentMetrics(_Model):
-    """One environment's statistics over its episodes (score = mean per-agent episode reward)."""
+    """One environment's statistics over its episodes (score = mean per-agent episode reward of the candidate's
+    agents: every agent unless co-players share the episode)."""
 
     episodes: int
     score: float
@@ -32,6 +62,21 @@ class EnvironmentMetrics(_Model):
     )
     mean_steps: float
     agent_steps: int
+    lineup: Lineup | None = Field(
+        default=None,
+        description="who played beside the candidate (mixed envs); null: the candidate played every agent",
+    )
+    npc_score: float | None = Field(default=None, description="the co-players' mean per-agent reward (mixed envs)")
+    all_score: float | None = Field(default=None, description="the mean per-agent reward over every agent (mixed envs)")
+
+    @model_serializer(mode="wrap")
+    def _unmixed_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """An env the candidate played alone keeps the report's shape from before line-ups: no mixed-only keys."""
+        data = handler(self)
+        if self.lineup is None:
+            for key in MIXED_ONLY:
+                data.pop(key, None)
+        return data
 
 
 class NormalizedScores(_Model):
@@ -93,6 +138,11 @@ class CheckpointReport(_Model):
         default_factory=dict, description="{environment: URL of its episode-0 replay}, for the environments recorded"
     )
     error: str | None = None
+    env_errors: dict[str, str] = Field(
+        default_factory=dict,
+        description="{environment: why this checkpoint could not play it} (a policy's spaces do not fit the game); "
+        "its metrics cover the other environments and it is in no comparison",
+    )
     comparisons: list[Comparison] = Field(
         default_factory=list, description="against the previous checkpoint, the run's best and --baseline"
     )

@@ -30,6 +30,8 @@ class EpisodeRow:
     version: str
     digest: str
     result: EpisodeResult
+    agent_policies: tuple[str, ...] = ()
+    """Each agent's policy URI in a mixed episode; empty: the checkpoint's policy played every agent."""
 
 
 EPISODE_SCHEMA = pa.schema(
@@ -46,8 +48,12 @@ EPISODE_SCHEMA = pa.schema(
         ("steps", pa.int32()),
         ("success", pa.bool_()),
         ("wall_s", pa.float64()),
+        ("score", pa.float64()),
+        ("agent_policies", pa.list_(pa.string())),
     ]
 )
+"""`reward_mean` is over every agent; `score` over the candidate's agents (the same unless co-players played);
+`agent_policies` names each agent's policy (the checkpoint's policy URI, or a co-player's)."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -123,6 +129,8 @@ class EpisodeTable:
                 "steps": result.steps,
                 "success": result.success,
                 "wall_s": result.wall_s,
+                "score": result.score,
+                "agent_policies": list(row.agent_policies) or [row.policy_uri] * len(result.rewards),
             }
         )
         if len(self._buffer) >= self.ROW_GROUP_ROWS:

@@ -6,8 +6,8 @@ recorded in the results store under the checkpoint's digest (so later runs reuse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -15,6 +15,12 @@ from actors.protocol import WorkUnit
 from evaluator.reduce.collector import Entry
 from evaluator.reduce.run_directory import EpisodeRow, EpisodeTable, atomic_write, replay_path
 from sim.metrics import EpisodeResult
+from sim.suites import Suite
+
+
+def lineup_uris(suite: Suite) -> dict[str, tuple[str, ...]]:
+    """{env: its co-players' URIs, by line-up place from 1} of the suite's mixed envs."""
+    return {env.name: tuple(npc.uri for npc in env.npcs) for env in suite.envs if env.mixed}
 
 
 class EpisodeRecorder(Protocol):
@@ -37,6 +43,8 @@ class RunSink:
     """The results store played episodes are recorded in (None: not recorded)."""
     run_id: int | None = None
     """The run the recorded episodes belong to (`evaluator.store.runs`)."""
+    lineups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """{env: co-players' URIs by line-up place} of the mixed envs (`lineup_uris`), to name each agent's policy."""
 
     def write(self, index: int, entry: Entry, episodes: Sequence[EpisodeResult]) -> list[str | None]:
         """Write each episode's replay (if it carries one) and its row; the replays' URIs, in order (None: no
@@ -51,7 +59,9 @@ class RunSink:
             atomic_write(path, episode.replay)
             replay_uri = path.resolve().as_uri()
         if self.table is not None:
-            row = EpisodeRow(entry.policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode)
+            players = (entry.policy_uri, *self.lineups.get(episode.env, ()))
+            agents = tuple(players[seat] for seat in episode.seats)
+            row = EpisodeRow(entry.policy_uri, checkpoint.name, checkpoint.version, checkpoint.digest, episode, agents)
             self.table.add(row)
         return replay_uri
 

@@ -19,10 +19,11 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.protocol import CoPlayerBytes
 from evaluator.config import EvalConfig, Play, WandbAccount, Workers, results_db_url
 from evaluator.cost.estimate import CheckpointIdentity, Usage, cost_report
 from evaluator.cost.node_clock import LOCAL, NodeLifetime
@@ -33,11 +34,12 @@ from evaluator.reduce.assembly import build_report
 from evaluator.reduce.collector import Collector, Entry
 from evaluator.reduce.report import OutputStatus, Report
 from evaluator.reduce.run_directory import EpisodeTable, atomic_write, write_report, write_report_streamed
-from evaluator.reduce.sink import RunSink
+from evaluator.reduce.sink import RunSink, lineup_uris
 from evaluator.run.checkpoint_feed import CheckpointFeed
 from evaluator.run.executor import NOTHING_RAN, RunTiming
 from evaluator.run.in_process import NODE_ID as IN_PROCESS_NODE
 from evaluator.run.in_process import InProcessExecutor, runs_in_process
+from evaluator.run.lineup import recorded_suite, resolve_lineups
 from evaluator.run.plan import plan_checkpoint
 from evaluator.run.scheduler import OnResult, execute
 from evaluator.run.unit_stream import Admission, ProgressCallback, UnitStream
@@ -95,13 +97,16 @@ def evaluate(
     prices = load_prices(config.prices_file)
     settings = source_settings(config.data_dir, config.wandb)
     preflight_run(config.storage, settings)
+    suite, co_players = resolve_lineups(suite, config.play, settings)
     listed = [(uri, c) for uri in config.policy_uris for c in list_candidates(uri, config.checkpoints, settings)]
     run_dir = config.data_dir / config.run_name
     entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
     store_url = results_db_url(config.storage)
     warn_about_old_cache(config.data_dir)
     store = EpisodeStore(store_url)
-    run_log = RunLog(store_url, config.run_name, suite.name, config.model_dump(mode="json"))
+    run_log = RunLog(
+        store_url, config.run_name, recorded_suite(suite.name, config.play), config.model_dump(mode="json")
+    )
     table = EpisodeTable(run_dir / "episodes.parquet")
     feed = CheckpointFeed([c for _, c in listed], config.max_resident_checkpoints or DEFAULT_MAX_RESIDENT)
     del listed  # the feed holds each candidate until it is downloaded
@@ -117,7 +122,7 @@ def evaluate(
         stream = UnitStream(
             feed,
             collector,
-            RunSink(run_dir, table, store, run_log.run_id),
+            RunSink(run_dir, table, store, run_log.run_id, lineup_uris(suite)),
             shard_size=config.shard_size,
             replays=config.replays,
             store=store,
@@ -131,7 +136,13 @@ def evaluate(
         if stream.has_work():  # everything stored or failed: no Ray at all
             widen_feed = config.max_resident_checkpoints is None  # the default bound grows with the pool
             ray_init_s, ran = _run_units(
-                config.workers, stream, usage, prices, shard_size=config.shard_size, widen_feed=widen_feed
+                config.workers,
+                stream,
+                usage,
+                prices,
+                co_players,
+                shard_size=config.shard_size,
+                widen_feed=widen_feed,
             )
     except BaseException:
         table.abort()  # nothing half-written: no episodes.parquet, no report; stored episodes are whole units
@@ -224,7 +235,14 @@ def _identities(collector: Collector) -> list[CheckpointIdentity]:
 
 
 def _run_units(
-    workers: Workers, stream: UnitStream, usage: Usage, prices: PriceTable, *, shard_size: int, widen_feed: bool
+    workers: Workers,
+    stream: UnitStream,
+    usage: Usage,
+    prices: PriceTable,
+    co_players: Mapping[str, CoPlayerBytes],
+    *,
+    shard_size: int,
+    widen_feed: bool,
 ) -> tuple[float, RunTiming]:
     """Run the units through one executor (`evaluator.run.executor`, driven by `evaluator.run.scheduler`): in this
     process when the plan is small (`evaluator.run.in_process`), else on a pool of Ray workers, starting or
@@ -238,11 +256,15 @@ def _run_units(
         held_from = time.time()
         ray_init_s = 0.0
         timing = execute(
-            InProcessExecutor(workers), stream, on_result, max_attempts=workers.max_attempts, unit_timeout=None
+            InProcessExecutor(workers, co_players),
+            stream,
+            on_result,
+            max_attempts=workers.max_attempts,
+            unit_timeout=None,
         )  # a call in process runs to its end: --unit-timeout cannot apply (auto never chooses this with one)
         usage.lifetimes.append(NodeLifetime(IN_PROCESS_NODE, LOCAL, held_from, time.time()))
     else:
-        ray_init_s, timing = _run_on_ray(workers, stream, on_result, usage, prices, max_units, widen_feed)
+        ray_init_s, timing = _run_on_ray(workers, stream, on_result, usage, prices, max_units, widen_feed, co_players)
     usage.ran_on(timing.nodes)
     return ray_init_s, timing
 
@@ -255,6 +277,7 @@ def _run_on_ray(
     prices: PriceTable,
     max_units: int,
     widen_feed: bool,
+    co_players: Mapping[str, CoPlayerBytes],
 ) -> tuple[float, RunTiming]:
     """Start or attach to Ray, size the worker pool for its nodes (every node that could run a worker must have a
     price: fail fast) and run the units on it; (ray start s, timing)."""
@@ -268,7 +291,7 @@ def _run_on_ray(
         if widen_feed:
             stream.feed.widen(2 * len(slots))
         usage.ran_on(slot.node_id for slot in slots)
-        executor = RayExecutor(worker_factory(workers, slots), len(slots))
+        executor = RayExecutor(worker_factory(workers, slots, co_players), len(slots))
         timing = execute(
             executor, stream, on_result, max_attempts=workers.max_attempts, unit_timeout=workers.unit_timeout
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from evaluator.config import Device, Execution, Workers
@@ -21,6 +22,7 @@ from evaluator.run.worker_layout import DEFAULT_CPUS_PER_WORKER
 
 if TYPE_CHECKING:  # torch and mettagrid: imported only when episodes are played
     from actors.eval_worker import EvalWorker
+    from actors.protocol import CoPlayerBytes
 
 NODE_ID = "in-process"
 """The node id of the in-process worker (its results, its counters, the cost estimate's one node)."""
@@ -54,8 +56,9 @@ class InProcessExecutor:
     workers = 1
     max_in_flight = 1
 
-    def __init__(self, workers: Workers) -> None:
+    def __init__(self, workers: Workers, co_players: Mapping[str, CoPlayerBytes] | None = None) -> None:
         self._workers = workers
+        self._co_players = dict(co_players or {})
         self._worker: EvalWorker | None = None
         self._submitted: deque[tuple[Call, bytes]] = deque()
 
@@ -69,6 +72,7 @@ class InProcessExecutor:
             policy_cache_size=self._workers.policy_cache_size,
             node_id=NODE_ID,
             trust_remote_code=self._workers.trust_remote_code,
+            co_players=self._co_players,
         )
         return Started(workers_start_s=time.perf_counter() - started, nodes=frozenset([NODE_ID]))
 

@@ -20,6 +20,7 @@ from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.eval_worker import EvalWorker
+from actors.protocol import CoPlayerBytes
 from evaluator.config import Workers
 from evaluator.cost.estimate import Usage
 from evaluator.cost.node_clock import NodeClock, node_type
@@ -120,13 +121,16 @@ def host_types(ray_nodes: Sequence[Mapping[str, Any]], slots: Sequence[WorkerSlo
 
 
 def worker_factory(
-    workers: Workers, slots: Sequence[WorkerSlot] | None = None
+    workers: Workers,
+    slots: Sequence[WorkerSlot] | None = None,
+    co_players: Mapping[str, CoPlayerBytes] | None = None,
 ) -> Callable[[int], ray.actor.ActorHandle]:
     """`start(i)` starts the actor of slot `i` (default: the uniform pool's resources for every `i`). Resources
     are explicit: without num_cpus an actor asking for GPUs would also take a whole CPU. No Ray restarts: the
     Ray executor (`evaluator.run.ray_executor`) replaces a dead worker itself, so its accounting of in-flight
     units never races an actor coming back; the replacement takes the dead worker's slot (same node, same
-    share). A pinned slot whose node has gone starts its replacement unpinned with the same share (hard affinity
+    share). Every worker gets the run's co-players' bytes (`co_players`, few and small) once, at its start. A pinned
+    slot whose node has gone starts its replacement unpinned with the same share (hard affinity
     to a dead node could never start); it goes wherever Ray, or the autoscaler, finds room."""
     actor = ray.remote(RayEvalWorker)
     default = uniform_slots(workers, [], 1)[0]
@@ -149,6 +153,7 @@ def worker_factory(
             policy_cache_size=workers.policy_cache_size,
             gpu_share=slot.num_gpus,
             trust_remote_code=workers.trust_remote_code,
+            co_players=dict(co_players or {}),
         )
 
     return start

@@ -79,6 +79,7 @@ class EpisodeStore:
                         steps=row.steps,
                         stats=row.stats,
                         wall_s=row.wall_s,
+                        seats=tuple(row.seats or ()),
                     )
                 )
                 if row.replay_uri:
@@ -150,6 +151,7 @@ class EpisodeStore:
             "replay_uri": played.replay_uri,
             "run_id": run_id,
             "created_at": time.time(),
+            "seats": list(result.seats) or None,
         }
 
 

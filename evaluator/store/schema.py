@@ -78,6 +78,7 @@ episodes = Table(
     Column("replay_uri", Text),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
     Column("created_at", Float, nullable=False),
+    Column("seats", JSON),
 )
 """Every episode ever played. Its key is what its outcome is a function of (DESIGN.md: the seed depends only
 on suite seed, environment and index), so a stored row *is* the result and is reused by any later run."""

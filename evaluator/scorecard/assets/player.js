@@ -41,7 +41,7 @@
   const CSS = `
 .rp{font:13px/1.4 system-ui,sans-serif;color:#222;display:block;max-width:${MAX_WIDTH + 4}px;outline:none}
 .rp:focus-visible{outline:2px solid #4a90d9;outline-offset:2px}
-.rp-title{font-weight:600}.rp-meta,.rp-inventory{color:#666;font-size:12px}
+.rp-title{font-weight:600}.rp-meta,.rp-inventory,.rp-players{color:#666;font-size:12px}
 .rp canvas{display:block;max-width:100%;height:auto;margin:4px 0;background:#f3f2ee;border-radius:3px}
 .rp-controls{display:flex;gap:8px;align-items:center;flex-wrap:wrap;margin:4px 0}
 .rp-controls input[type=range]{flex:1;min-width:120px}.rp-controls button{min-width:4.5em}
@@ -123,6 +123,9 @@
     });
     const agents = objects.filter((o) => o.isAgent).sort((a, b) => a.agentId - b.agentId);
     for (const agent of agents) {
+      // Who played it: mettagrid's rollout (and our mixed line-ups) name each agent's policy in `policy_infos`.
+      const infos = at(agent.f.policy_infos, 0);
+      agent.policy = infos && typeof infos === "object" && typeof infos.policy_name === "string" ? infos.policy_name : "";
       agent.rewards = new Float64Array(maxStep + 1);
       agent.facing = new Array(maxStep + 1);
       const useOrientation = agent.f.orientation && agent.f.orientation.length > 1;
@@ -193,9 +196,10 @@
     const stepLabel = el("span", { class: "rp-step", "data-testid": "replay-step" }, "step 0 / 0");
     const reward = el("div", { class: "rp-reward", "data-testid": "replay-reward" });
     const inventory = el("div", { class: "rp-inventory", "data-testid": "replay-inventory" });
+    const players = el("div", { class: "rp-players", "data-testid": "replay-players", hidden: "" });
     const link = el("a", { target: "_blank", rel: "noopener", "data-testid": "replay-mettascope", hidden: "" }, "Open in MettaScope");
     controls.append(button, slider, speed, stepLabel);
-    root.append(title, meta, error, canvas, controls, reward, inventory, link);
+    root.append(title, meta, error, canvas, controls, reward, inventory, players, link);
     container.appendChild(root);
 
     const ctx = canvas.getContext("2d");
@@ -386,6 +390,9 @@
       }
       const { width, height, agents, maxStep } = replay;
       meta.textContent = `${width}x${height} map · ${agents.length} agent${agents.length === 1 ? "" : "s"} · ${maxStep + 1} steps`;
+      const named = agents.some((a) => a.policy);
+      players.textContent = named ? "players: " + agents.map((a) => `agent ${a.agentId}: ${a.policy || "?"}`).join(" · ") : "";
+      players.hidden = !named;
       slider.max = String(maxStep);
       step = 0;
       layout();
