@@ -21,6 +21,7 @@ from sim.errors import UsageError
 from sim.lineup import CoPlayer, parse_co_player, policy_shares, seat_assignment, seat_counts
 from sim.runner import EpisodeJob, play
 from tests.support.replays import read_replay
+from tests.test_scorecard import cell_centre
 
 MIXED_SUITE = """
 name: mixtest
@@ -227,3 +228,23 @@ def test_same_report_for_one_and_two_workers(tmp_path: Path, ray_session):
         return [c["metrics"] for p in report["policies"] for c in p["checkpoints"]]
 
     assert metrics(1, 4) == metrics(2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_shows_the_line_up_and_the_player_names_each_agents_policy(tmp_path: Path, browser_page):
+    report, run_dir = _run(tmp_path, "page")
+    page = browser_page.page
+    page.goto((run_dir / "report.html").as_uri(), wait_until="load")
+    page.wait_for_function("() => document.getElementById('heatmap')?.data !== undefined")
+    lineups = page.inner_text("#lineups")
+    open4 = report["policies"][0]["checkpoints"][0]["metrics"]["environments"]["open4"]
+    assert "2 candidate + 2 builtin://noop" in lineups
+    assert f"{open4['score']:.3f}" in lineups and f"{open4['all_score']:.3f}" in lineups
+    x, y = cell_centre(page, 0, 0)  # navigator on open4
+    page.mouse.click(x, y)
+    page.wait_for_function("() => window.scorecard.player.state().ready")
+    players = page.inner_text("[data-testid=replay-players]")
+    assert players.count("builtin://noop") == 2 and players.count("builtin://navigator") == 2, players
+    browser_page.screenshot("mixed_lineup_player", "#player")
+    browser_page.assert_clean()

@@ -117,7 +117,24 @@ def comparisons_table(rows: list[Row]) -> str:
 
 def errors_table(rows: list[Row]) -> str:
     failed = [[row.label, row.uri, row.error] for row in rows if row.error]
-    return _table(f"{len(failed)} checkpoint(s) failed", ["checkpoint", "uri", "error"], failed, "errors")
+    table = _table(f"{len(failed)} checkpoint(s) failed", ["checkpoint", "uri", "error"], failed, "errors")
+    unplayed = [[row.label, env, reason] for row in rows for env, reason in row.env_errors.items()]
+    caption = f"{len(unplayed)} environment(s) a checkpoint could not play"
+    return table + _table(caption, ["checkpoint", "environment", "why"], unplayed, "env-errors")
+
+
+def lineups_table(rows: list[Row], envs: list[str]) -> str:
+    """Mixed envs: who played beside each checkpoint, and the mean per-agent reward of its agents, the
+    co-players' and everyone's."""
+    found = [
+        [env, row.label, cell.lineup, f"{cell.score:.3f}", f"{cell.npc_score:.3f}", f"{cell.all_score:.3f}"]
+        for env in envs
+        for row in rows
+        for cell in [row.cells.get(env)]
+        if cell is not None and cell.lineup is not None
+    ]
+    header = ["environment", "checkpoint", "line-up (agents per episode)", "candidate", "co-players", "all agents"]
+    return _table("mixed line-ups: mean per-agent reward", header, found, "lineups")
 
 
 def timing_tables(report: Report) -> str:
@@ -200,6 +217,7 @@ def render_page(
         data=_script_json(data),
         comparisons=comparisons_table(rows) or "<p>no comparisons in this run</p>",
         errors=errors_table(rows) or "<p>every checkpoint was evaluated</p>",
+        lineups=lineups_table(rows, envs) or "<p>every checkpoint played every agent of its episodes</p>",
         timing=timing_tables(report),
         cost=cost_table(report),
     )
@@ -235,6 +253,7 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 </div></section>
 <section id="curves"><div id="suite" class="chart"></div></section>
 <section id="environments"><div id="environment-multiples" class="chart"></div></section>
+<section id="lineups"><h2>line-ups</h2>{lineups}</section>
 <section id="comparisons"><h2>comparisons</h2>{comparisons}</section>
 <section id="errors"><h2>errors</h2>{errors}</section>
 <section id="timing"><h2>timing and workers</h2>{timing}</section>

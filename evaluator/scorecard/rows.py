@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from evaluator.reduce.report import CheckpointReport, Report
+from evaluator.reduce.report import CheckpointReport, Lineup, Report
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Cell:
     ci95: tuple[float, float] | None
     episodes: int
     success_rate: float
+    lineup: str | None = None
+    """Who played beside the checkpoint in a mixed env (`2 candidate + 2 builtin://noop`); None: it played alone."""
+    npc_score: float | None = None
+    all_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Row:
     cells: dict[str, Cell]
     comparisons: list[ComparisonLine]
     replays: dict[str, str]
+    env_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def previous(self) -> ComparisonLine | None:
@@ -60,7 +65,10 @@ def row_of(policy_uri: str, position: int, checkpoint: CheckpointReport, suite: 
     metrics = checkpoint.metrics
     cells = {}
     if metrics is not None:
-        cells = {env: Cell(m.score, m.ci95, m.episodes, m.success_rate) for env, m in metrics.environments.items()}
+        cells = {
+            env: Cell(m.score, m.ci95, m.episodes, m.success_rate, lineup_text(m.lineup), m.npc_score, m.all_score)
+            for env, m in metrics.environments.items()
+        }
     comparisons = [
         ComparisonLine(
             c.against, f"{c.name}:{c.version}", c.difference, c.ci95, c.probability_of_improvement, c.verdict
@@ -78,7 +86,15 @@ def row_of(policy_uri: str, position: int, checkpoint: CheckpointReport, suite: 
         cells=cells,
         comparisons=comparisons,
         replays=dict(checkpoint.replays),
+        env_errors=dict(checkpoint.env_errors),
     )
+
+
+def lineup_text(lineup: Lineup | None) -> str | None:
+    """`2 candidate + 1 builtin://noop + 1 builtin://random`: agents per policy in each episode."""
+    if lineup is None:
+        return None
+    return " + ".join([f"{lineup.candidate_agents} candidate", *(f"{npc.agents} {npc.uri}" for npc in lineup.npcs)])
 
 
 @dataclass
@@ -88,12 +104,13 @@ class RowCollector:
     suite: str
     rows: list[Row] = field(default_factory=list)
     environments: list[str] = field(default_factory=list)
-    """In report order, from the first checkpoint with metrics."""
+    """In report order: every environment some checkpoint has metrics of (one that could not play an environment
+    has none for it)."""
 
     def collecting(self, policy_uri: str, checkpoints: Iterable[CheckpointReport]) -> Iterator[CheckpointReport]:
         for position, checkpoint in enumerate(checkpoints, start=1):
             self.rows.append(row_of(policy_uri, position, checkpoint, self.suite))
-            if not self.environments and checkpoint.metrics is not None:
+            if checkpoint.metrics is not None and len(self.environments) < len(checkpoint.metrics.environments):
                 self.environments = list(checkpoint.metrics.environments)
             yield checkpoint
 
