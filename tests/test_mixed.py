@@ -12,8 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
+from rich.console import Console
 
+from evaluator.cli.summary import summary_tables
 from evaluator.config import EvalConfig
+from evaluator.outputs.wandb import summary_metrics
+from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
 from sim.baselines import NavigatorPolicy, NoopPolicy
 from sim.envs import EnvSpec, RandomMap, episode_seed
@@ -186,6 +190,13 @@ def test_candidate_score_is_its_own_agents_mean_in_the_parquet_rows(tmp_path: Pa
         assert row["score"] == pytest.approx(np.mean(own))
     assert open4["score"] == pytest.approx(np.mean([r["score"] for r in mine]))
     assert open4["score"] > 0
+    logged = summary_metrics(Report.model_validate(report))
+    assert logged["mixtest/open4/npc_score"] == 0.0 and logged["mixtest/open4"] == open4["score"]
+    assert logged["mixtest/open4/all_score"] == open4["all_score"] and "mixtest/solo/npc_score" not in logged
+    printed = Console(width=200, record=True)
+    for table in summary_tables(Report.model_validate(report)):
+        printed.print(table)
+    assert "2 candidate + 2 builtin://noop" in printed.export_text()
 
 
 def test_a_changed_co_player_plays_its_episodes_anew(tmp_path: Path):
