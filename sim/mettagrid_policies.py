@@ -120,13 +120,19 @@ class MettagridBundlePolicy(BatchPolicy):
 
 class StepBatchPolicy(BatchPolicy):
     """mettagrid's raw-buffer fast path: `step_batch` per episode, on that episode's rows of the runner's
-    buffer. One policy instance per slot, reset when its episode starts, so agent ids stay the episode's."""
+    buffer. One policy instance per slot, reset when its episode starts, so agent ids stay the episode's.
+
+    In a mixed episode the policy plays only some agents (`Slot.agent_ids`), while mettagrid's classes (the Nim
+    scripted agents among them) expect every agent of the episode, in id order: their rows are placed at their
+    ids in a whole-episode buffer (the others' observations empty), and only their actions are taken back."""
 
     def __init__(self, uri: str, build: Callable[[], MultiAgentPolicy]) -> None:
         self._uri = uri
         self._build = build
         self._by_slot: dict[int, MultiAgentPolicy] = {}
         self._actions = np.zeros(0, dtype=dtype_actions)
+        self._episodes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        """Per slot, for mixed episodes: (observations, actions) of every agent of the episode."""
 
     def start_episode(self, slot: Slot) -> None:
         if slot.index not in self._by_slot:
@@ -140,10 +146,26 @@ class StepBatchPolicy(BatchPolicy):
         actions = self._actions[:rows]
         for slot in batch.slots:
             try:
-                self._by_slot[slot.index].step_batch(batch.observations[slot.rows], actions[slot.rows])
+                if slot.agent_ids is None:
+                    self._by_slot[slot.index].step_batch(batch.observations[slot.rows], actions[slot.rows])
+                    continue
+                observations, chosen = self._whole_episode(slot, batch.observations.shape[1:])
+                ids = list(slot.agent_ids)
+                observations.fill(0xFF)
+                observations[ids] = batch.observations[slot.rows]
+                self._by_slot[slot.index].step_batch(observations, chosen)
+                actions[slot.rows] = chosen[ids]
             except Exception as exc:
                 raise PolicyError(f"policy {self._uri}: step_batch failed: {first_line(exc)}") from None
         return actions
+
+    def _whole_episode(self, slot: Slot, obs_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        agents = slot.simulation.num_agents
+        held = self._episodes.get(slot.index)
+        if held is None or held[0].shape != (agents, *obs_shape):
+            held = (np.full((agents, *obs_shape), 0xFF, dtype=np.uint8), np.zeros(agents, dtype=dtype_actions))
+            self._episodes[slot.index] = held
+        return held
 
 
 class PerAgentPolicy(BatchPolicy):
