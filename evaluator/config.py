@@ -56,6 +56,11 @@ class Selection(_Slice):
     normalize: tuple[str, str] | None
 
 
+class Seating(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    ALL = "all"
+
+
 class Play(_Slice):
     """The suite and how its episodes are played: which environments, how many episodes (fixed or adaptive),
     in units of how many, with replays or not."""
@@ -71,6 +76,8 @@ class Play(_Slice):
     replays: bool
     npcs: tuple[str, ...]
     candidate_share: float | None
+    cross_play: bool
+    seating: Seating
 
 
 class Workers(_Slice):
@@ -158,6 +165,11 @@ class EvalConfig(BaseModel):
     candidate_share: float | None = Field(default=None, gt=0, le=1)
     """The evaluated checkpoint's share of each mixed episode's agents (at least one agent); None: proportion 1
     beside the co-players' proportions. Needs co-players."""
+    cross_play: bool = False
+    """The run's checkpoints and co-players play each other on the suite's multi-agent environments (`seating`),
+    for the report's ratings and cross-play matrix (`evaluator.run.lineup.cross_play_suite`)."""
+    seating: Seating = Seating.ROUND_ROBIN
+    """Cross-play seating: every pair at equal shares (`round_robin`), or every policy in each episode (`all`)."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
     cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
     """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.run.worker_layout`)."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evaluator.config import Device, EvalConfig, Execution
+from evaluator.config import Device, EvalConfig, Execution, Seating
 
 SELECTION, SUITE, WORKERS = "Selection", "Suite & episodes", "Workers & cluster"
 STORAGE, WANDB = "Storage & outputs", "W&B"
@@ -154,6 +154,25 @@ CandidateShare = Annotated[
         "[default: proportion 1 beside the co-players'].",
         rich_help_panel=SUITE,
         **bounds("candidate_share"),
+    ),
+]
+CrossPlay = Annotated[
+    bool,
+    typer.Option(
+        "--cross-play/--no-cross-play",
+        envvar="CROSS_PLAY",
+        help="The run's checkpoints and --npc co-players play each other on the suite's multi-agent environments: "
+        "the report's ratings and cross-play matrix.",
+        rich_help_panel=SUITE,
+    ),
+]
+SeatingOption = Annotated[
+    Seating,
+    typer.Option(
+        "--seating",
+        envvar="SEATING",
+        help="With --cross-play: round_robin (every pair at equal shares) or all (every policy in each episode).",
+        rich_help_panel=SUITE,
     ),
 ]
 

@@ -74,7 +74,36 @@ def summary_tables(report: Report) -> list[Table]:
     if report.cost is not None:
         footer.add_row("cost (estimate)", cost_line(report.cost))
     mixed = _lineups_table(scored, env_names)
-    return [overview, per_env, *([mixed] if mixed else []), footer]
+    extra = [table for table in (mixed, _ratings_table(report), _cross_play_table(report)) if table is not None]
+    return [overview, per_env, *extra, footer]
+
+
+def _ratings_table(report: Report) -> Table | None:
+    if not report.ratings:
+        return None
+    table = Table(title="ratings (openskill Plackett-Luce over the mixed episodes; ordinal = mu - 3 sigma)")
+    for column in ("policy", "mu", "sigma", "ordinal", "games"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for rating in report.ratings:
+        label = rating.policy_uri if rating.version == "co-player" else f"{rating.name}:{rating.version}"
+        table.add_row(label, f"{rating.mu:.2f}", f"{rating.sigma:.2f}", f"{rating.ordinal:.2f}", str(rating.games))
+    return table
+
+
+def _cross_play_table(report: Report) -> Table | None:
+    """Rows: the policy; columns: whom it met; cells: its win rate (and mean reward) over their episodes."""
+    if not report.cross_play:
+        return None
+    players = list(dict.fromkeys(cell.policy for cell in report.cross_play))
+    met = {(cell.policy, cell.against): cell for cell in report.cross_play}
+    table = Table(title="cross-play: win rate (mean reward) of the row's agents against the column's")
+    table.add_column("policy")
+    for player in players:
+        table.add_column(player, justify="right")
+    for row in players:
+        cells = [met.get((row, column)) for column in players]
+        table.add_row(row, *(f"{c.win_rate:.0%} ({c.mean_reward:.2f})" if c else "-" for c in cells))
+    return table
 
 
 def _env_score(checkpoint: CheckpointReport, env: str) -> str:

@@ -50,6 +50,7 @@ def summary_metrics(report: Report) -> dict[str, float]:
     """Metta's keys: unprefixed for the last evaluated checkpoint, prefixed by `<name>:<version>/` for all."""
     suite = report.simulation_suite
     summary: dict[str, float] = {}
+    ratings = {rating.digest: rating for rating in report.ratings}
     for policy in report.policies:
         for checkpoint in policy.checkpoints:
             if checkpoint.metrics is None:
@@ -65,6 +66,9 @@ def summary_metrics(report: Report) -> dict[str, float]:
             metrics |= {f"evaluator/eval_{suite}/{env}": s for env, s in envs.items()}
             metrics[f"overview/evaluator/{suite}_score"] = score
             metrics |= _statistics(suite, checkpoint)
+            rating = ratings.get(checkpoint.digest)
+            if rating is not None:  # openskill over the run's mixed episodes
+                metrics |= {f"{suite}/rating/{key}": getattr(rating, key) for key in ("mu", "sigma", "ordinal")}
             for env, m in checkpoint.metrics.environments.items():  # mixed envs: the co-players' and everyone's
                 if m.lineup is not None:
                     metrics |= {f"{suite}/{env}/npc_score": m.npc_score, f"{suite}/{env}/all_score": m.all_score}

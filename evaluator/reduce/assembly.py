@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 import numpy as np
@@ -10,16 +10,19 @@ import numpy as np
 from actors.protocol import WorkerStats
 from evaluator import __version__
 from evaluator.reduce import statistics
+from evaluator.reduce.ratings import Game, cross_play, rate
 from evaluator.reduce.report import (
     AdaptiveEpisodes,
     CheckpointMetrics,
     CheckpointReport,
     Comparison,
     CostReport,
+    CrossPlayCell,
     EnvironmentDifference,
     EnvironmentMetrics,
     Lineup,
     LineupPlayer,
+    PolicyRating,
     PolicyReport,
     Report,
     Timing,
@@ -39,6 +42,10 @@ def episode_scores(suite: Suite, results: Sequence[EpisodeResult]) -> list[np.nd
     for result in results:
         by_env[result.env].append(result)
     return [np.array([r.score for r in sorted(by_env[env.name], key=lambda r: r.episode)]) for env in suite.envs]
+
+
+CO_PLAYER = "co-player"
+"""The version a co-player is listed under among the rated players (it is not one of the run's checkpoints)."""
 
 
 def lineup_of(env: EnvSpec) -> Lineup:
@@ -153,3 +160,41 @@ def build_report(
 def worker_report(stats: WorkerStats) -> WorkerReport:
     """The report's entry of a worker: its counters as the actor reported them, field for field."""
     return WorkerReport(**asdict(stats))
+
+
+def ratings_and_cross_play(
+    games: Sequence[Game], players: Mapping[str, tuple[str, str, str]]
+) -> tuple[list[PolicyRating], list[CrossPlayCell]]:
+    """The report's ratings and cross-play matrix from the run's games; `players`: digest -> (policy URI, name,
+    version) of every checkpoint and co-player that may have played."""
+    ratings = [
+        PolicyRating(
+            policy_uri=players[r.player][0],
+            name=players[r.player][1],
+            version=players[r.player][2],
+            digest=r.player,
+            mu=r.mu,
+            sigma=r.sigma,
+            ordinal=r.ordinal,
+            games=r.games,
+        )
+        for r in rate(games)
+    ]
+
+    def label(digest: str) -> str:
+        uri, name, version = players[digest]
+        return uri if version == CO_PLAYER else f"{name}:{version}"
+
+    cells = [
+        CrossPlayCell(
+            policy=label(m.a),
+            against=label(m.b),
+            games=m.games,
+            mean_reward=m.mean_reward,
+            win_rate=m.win_rate,
+            loss_rate=m.loss_rate,
+            tie_rate=m.tie_rate,
+        )
+        for m in cross_play(games)
+    ]
+    return ratings, cells

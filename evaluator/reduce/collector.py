@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from actors.protocol import UnitResult, WorkerStats, WorkUnit
 from evaluator.reduce.assembly import checkpoint_metrics, episode_scores
 from evaluator.reduce.comparisons import RunScores
+from evaluator.reduce.ratings import Game, game_of
 from evaluator.reduce.report import CheckpointMetrics, CheckpointReport, Timing
 from evaluator.sources import Checkpoint
 from sim.metrics import EpisodeResult
@@ -58,6 +59,9 @@ class Collector:
     stream decides when a checkpoint has enough episodes and calls `complete`."""
     scores: RunScores = field(init=False)
     """Complete checkpoints' episode scores: for comparisons and normalised scores at the end."""
+    games: list[Game] = field(default_factory=list)
+    """Every mixed episode as a game among the policies seated in it (`evaluator.reduce.ratings`): a few floats
+    each, kept to the end for the run's ratings and cross-play matrix."""
     env_errors: dict[int, dict[str, str]] = field(default_factory=dict)
     """Environments a checkpoint could not play (a policy's spaces do not fit the game): {index: {env: reason}}.
     Its metrics cover the other environments; it is left out of comparisons (its suite score is not the same
@@ -67,6 +71,7 @@ class Collector:
 
     def __post_init__(self) -> None:
         self._expected = sum(env.episodes for env in self.suite.envs)
+        self._envs = {env.name: (position, env) for position, env in enumerate(self.suite.envs)}
         self.scores = RunScores(self.suite, lambda i: self.entries[i].policy_uri, self.baseline, self.normalize)
         for index, entry in enumerate(self.entries):
             if entry.checkpoint.error:
@@ -125,6 +130,14 @@ class Collector:
             self._keep(index, episode, replay_uri)
             self.played_agent_steps += episode.agent_steps
 
+    def _keep_game(self, index: int, episode: EpisodeResult) -> None:
+        position, env = self._envs[episode.env]
+        places = (self.entries[index].checkpoint.digest, *(npc.digest for npc in env.npcs))
+        rewards = [episode.rewards_of(place) for place in range(len(places))]
+        game = game_of((position, episode.episode, index), places, rewards)
+        if game is not None:
+            self.games.append(game)
+
     def _env_failed(self, index: int, reasons: dict[str, str]) -> None:
         failed = self.env_errors.setdefault(index, {})
         failed.update(reasons)
@@ -151,6 +164,8 @@ class Collector:
         self.episodes += 1
         if index in self.errors:
             return
+        if episode.seats:
+            self._keep_game(index, episode)
         kept = self.results.setdefault(index, [])
         kept.append(replace(episode, replay=None, stats={}))
         if self.reduce_when_complete and len(kept) == self._expected_of(index):

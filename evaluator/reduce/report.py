@@ -249,6 +249,32 @@ class OutputStatus(_Model):
         return None if value is None else redact_text(value)
 
 
+class PolicyRating(_Model):
+    """A policy's rating from the run's mixed episodes (openskill's Plackett-Luce; each episode ranks the policies
+    seated in it by their agents' mean reward)."""
+
+    policy_uri: str
+    name: str
+    version: str
+    digest: str
+    mu: float
+    sigma: float
+    ordinal: float = Field(description="mu - 3 sigma: what the ratings are sorted by")
+    games: int = Field(description="mixed episodes it played in")
+
+
+class CrossPlayCell(_Model):
+    """Ordered pair (policy, against): from the episodes both played in."""
+
+    policy: str = Field(description="`name:version` of a checkpoint, or a co-player's URI")
+    against: str
+    games: int
+    mean_reward: float = Field(description="the policy's agents' mean reward in those episodes")
+    win_rate: float = Field(description="share of those episodes where its agents' mean beat the other's")
+    loss_rate: float
+    tie_rate: float
+
+
 class Report(_Model):
     simulation_suite: str
     run_name: str
@@ -260,6 +286,21 @@ class Report(_Model):
     output: OutputStatus | None = None
     adaptive: AdaptiveEpisodes | None = Field(default=None, description="the stopping rule, with --target-ci")
     cost: CostReport | None = Field(default=None, description="an estimate of the evaluation's compute cost")
+    ratings: list[PolicyRating] = Field(
+        default_factory=list, description="from the run's mixed episodes, best ordinal first (absent without them)"
+    )
+    cross_play: list[CrossPlayCell] = Field(
+        default_factory=list, description="every ordered pair of policies that met in a mixed episode"
+    )
+
+    @model_serializer(mode="wrap")
+    def _unmixed_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A run without mixed episodes keeps the report's shape from before line-ups."""
+        data = handler(self)
+        for key in ("ratings", "cross_play"):
+            if not getattr(self, key):
+                data.pop(key, None)
+        return data
 
 
 class ErrorReport(_Model):

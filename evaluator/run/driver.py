@@ -30,7 +30,7 @@ from evaluator.cost.node_clock import LOCAL, NodeLifetime
 from evaluator.cost.prices import PriceTable, load_prices
 from evaluator.outputs import OutputError, deliver, preflight_run, with_delivered_replay_urls
 from evaluator.reduce.adaptive import AdaptivePlanner
-from evaluator.reduce.assembly import build_report
+from evaluator.reduce.assembly import CO_PLAYER, build_report, ratings_and_cross_play
 from evaluator.reduce.collector import Collector, Entry
 from evaluator.reduce.report import OutputStatus, Report
 from evaluator.reduce.run_directory import EpisodeTable, atomic_write, write_report, write_report_streamed
@@ -97,8 +97,8 @@ def evaluate(
     prices = load_prices(config.prices_file)
     settings = source_settings(config.data_dir, config.wandb)
     preflight_run(config.storage, settings)
-    suite, co_players = resolve_lineups(suite, config.play, settings)
     listed = [(uri, c) for uri in config.policy_uris for c in list_candidates(uri, config.checkpoints, settings)]
+    suite, co_players = resolve_lineups(suite, config.play, settings, [c for _, c in listed])
     run_dir = config.data_dir / config.run_name
     entries = [Entry(uri, Checkpoint(c.name, c.uri, c.version, digest="")) for uri, c in listed]
     store_url = results_db_url(config.storage)
@@ -170,6 +170,9 @@ def evaluate(
     policy_uris = collector.policy_uris(config.policy_uris)
     rule = adaptive.rule if adaptive else None
     skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, rule, cost=cost)
+    if collector.games:  # mixed episodes: who beat whom, and each policy's rating
+        ratings, cells = ratings_and_cross_play(collector.games, _players(collector, suite))
+        skeleton = skeleton.model_copy(update={"ratings": ratings, "cross_play": cells})
     failures = collector.failures()
     if not config.output_uri:
         page_rows = RowCollector(suite.name)
@@ -224,6 +227,17 @@ def warn_about_old_cache(data_dir: Path) -> None:
     old = data_dir / "cache" / "results"
     if old.is_dir():
         logger.info("ignoring the old per-episode cache %s: results now live in the results database; delete it", old)
+
+
+def _players(collector: Collector, suite: Suite) -> dict[str, tuple[str, str, str]]:
+    """digest -> (policy URI, name, version) of everyone who may have played: the co-players, then the run's
+    checkpoints (a checkpoint that is also a co-player is named as the checkpoint)."""
+    players = {npc.digest: (npc.uri, npc.uri, CO_PLAYER) for env in suite.envs for npc in env.npcs}
+    for index, entry in enumerate(collector.entries):
+        if index not in collector.left_out and entry.checkpoint.digest:
+            checkpoint = entry.checkpoint
+            players[checkpoint.digest] = (entry.policy_uri, checkpoint.name, checkpoint.version)
+    return players
 
 
 def _identities(collector: Collector) -> list[CheckpointIdentity]:

@@ -10,13 +10,15 @@ reused for another line-up. The bytes go to every worker once, when it starts (`
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from actors.protocol import CoPlayerBytes
-from evaluator.config import Play
+from evaluator.config import Play, Seating
 from evaluator.secrets import redact_url
-from evaluator.sources import SourceSettings, fetch, list_candidates
+from evaluator.sources import Candidate, SourceSettings, fetch, list_candidates
 from sim.envs import EnvSpec
 from sim.errors import UsageError, validation_line
 from sim.lineup import CoPlayer, parse_co_player
@@ -26,8 +28,15 @@ MAX_SUITE_LABEL = 200
 """The results database's `runs.suite` column is 200 characters."""
 
 
-def resolve_lineups(suite: Suite, play: Play, settings: SourceSettings) -> tuple[Suite, dict[str, CoPlayerBytes]]:
-    """The suite with every mixed env's co-players named by digest, and the co-players' bytes by digest."""
+MAX_CROSS_PLAY_POLICIES = 24
+"""Cross-play plays every pair: 24 policies are 276 pairings per environment (each checkpoint is fetched up front)."""
+
+
+def resolve_lineups(
+    suite: Suite, play: Play, settings: SourceSettings, checkpoints: Sequence[Candidate] = ()
+) -> tuple[Suite, dict[str, CoPlayerBytes]]:
+    """The suite with every mixed env's co-players named by digest, and the co-players' bytes by digest. With
+    `play.cross_play`, the run's `checkpoints` are fetched now and join the co-players (`cross_play_suite`)."""
     global_npcs = tuple(parse_co_player(text) for text in play.npcs)
     wanted: list[tuple[EnvSpec, tuple[CoPlayer, ...], float | None]] = []
     for env in suite.envs:
@@ -45,7 +54,74 @@ def resolve_lineups(suite: Suite, play: Play, settings: SourceSettings) -> tuple
         fetched[uri] = _fetch(uri, settings)
     envs = tuple(_with_lineup(env, npcs, share, fetched) for env, npcs, share in wanted)
     players = {digest: (uri, data) for uri, (digest, _, data) in fetched.items()}
-    return suite.model_copy(update={"envs": envs}), players
+    suite = suite.model_copy(update={"envs": envs})
+    if not play.cross_play:
+        return suite, players
+    participants = _cross_play_checkpoints(checkpoints, players, len(fetched))
+    participants += [(digest, shown, shown) for digest, shown, _ in fetched.values()]
+    return cross_play_suite(suite, participants, play.seating), players
+
+
+def _cross_play_checkpoints(
+    checkpoints: Sequence[Candidate], players: dict[str, CoPlayerBytes], co_players: int
+) -> list[tuple[str, str, str]]:
+    """(digest, URI, label) of each distinct checkpoint of the run, fetched now; their bytes join `players`."""
+    if len(checkpoints) + co_players > MAX_CROSS_PLAY_POLICIES:
+        raise UsageError(
+            f"--cross-play plays every pair: {len(checkpoints)} checkpoints and {co_players} co-players are more "
+            f"than {MAX_CROSS_PLAY_POLICIES} policies; select fewer (--checkpoints last:N)"
+        )
+    found: dict[str, tuple[str, str, str]] = {}
+    for candidate in checkpoints:
+        checkpoint = fetch(candidate)
+        if checkpoint.error:
+            raise UsageError(f"--cross-play: {candidate.name} ({candidate.version}): {checkpoint.error}")
+        players.setdefault(checkpoint.digest, (checkpoint.uri, checkpoint.data))
+        label = f"{checkpoint.name}:{checkpoint.version}"
+        found.setdefault(checkpoint.digest, (checkpoint.digest, redact_url(checkpoint.uri), label))
+    return list(found.values())
+
+
+def cross_play_suite(suite: Suite, participants: Sequence[tuple[str, str, str]], seating: Seating) -> Suite:
+    """The suite plus, for each environment of at least 2 agents, its cross-play pairings: `<env>.vs.<policy>`
+    seating each participant beside the candidate at equal shares (`round_robin`), or `<env>.vs.all` with every
+    participant (`all`). Every checkpoint plays the same suite, so a checkpoint also meets itself once (that
+    pairing is no game: one policy) and a pair of checkpoints meets twice, once as each one's candidate."""
+    multi = [env for env in suite.envs if env.num_agents >= 2 and not env.npcs]
+    if len(participants) < 2 or not multi:
+        raise UsageError(
+            "--cross-play needs at least 2 policies (checkpoints and --npc co-players) and an environment of at "
+            f"least 2 agents without its own co-players; suite {suite.name!r} gives {len(participants)} and "
+            f"{len(multi)}"
+        )
+    slugs = _slugs([label for _, _, label in participants])
+    added = []
+    for env in multi:
+        if seating is Seating.ALL:
+            npcs = tuple(CoPlayer(uri=uri, digest=digest) for digest, uri, _ in participants)
+            added.append(_variant(env, f"{env.name}.vs.all", npcs, None))
+            continue
+        for (digest, uri, _), slug in zip(participants, slugs, strict=True):
+            added.append(_variant(env, f"{env.name}.vs.{slug}", (CoPlayer(uri=uri, digest=digest),), 0.5))
+    return suite.model_copy(update={"envs": (*suite.envs, *added)})
+
+
+def _variant(env: EnvSpec, name: str, npcs: tuple[CoPlayer, ...], share: float | None) -> EnvSpec:
+    try:
+        return EnvSpec.model_validate({**env.model_dump(), "name": name, "npcs": npcs, "candidate_share": share})
+    except ValidationError as exc:
+        raise UsageError(f"environment {name}: {validation_line(exc)}") from None
+
+
+def _slugs(labels: Sequence[str]) -> list[str]:
+    """Environment-name-safe, distinct short forms of the participants' labels."""
+    slugs: list[str] = []
+    for label in labels:
+        slug = re.sub(r"[^A-Za-z0-9_.\-]+", "_", label.rpartition("/")[2] or label).strip("_.")[:40] or "policy"
+        while slug in slugs:
+            slug = f"{slug}_{len(slugs)}"
+        slugs.append(slug)
+    return slugs
 
 
 def _fetch(uri: str, settings: SourceSettings) -> tuple[str, str, bytes]:

@@ -1,0 +1,100 @@
+"""Ratings and cross-play (issue 24): openskill over the mixed episodes, the cross-play matrix, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluator.config import EvalConfig
+from evaluator.reduce.ratings import Game, cross_play, game_of, rate
+from evaluator.run.driver import evaluate
+from sim.errors import UsageError
+
+SUITE = """
+name: arena4
+envs:
+  - name: open4
+    map: {kind: random, width: 13, height: 13, goals: 5}
+    num_agents: 4
+    max_steps: 60
+    episodes: 6
+  - name: solo
+    map: {kind: random, width: 9, height: 9, goals: 1}
+    max_steps: 30
+    episodes: 2
+"""
+BASELINES = ("builtin://navigator", "builtin://random", "builtin://noop")
+
+
+def test_a_game_pools_a_policy_seated_twice_and_needs_two_policies():
+    game = game_of(("e", 0, 0), ["a", "b", "a"], [[1.0, 3.0], [1.0], [2.0]])
+    assert game == Game(("e", 0, 0), ("a", "b"), (2.0, 1.0))
+    assert game_of(("e", 0, 0), ["a", "a"], [[1.0], [2.0]]) is None
+
+
+def test_ratings_follow_the_results_in_a_fixed_order():
+    games = [game_of(("e", i, 0), ["strong", "weak"], [[1.0], [0.0]]) for i in range(8)]
+    games += [game_of(("e", i, 1), ["weak", "none"], [[0.5], [0.0]]) for i in range(8)]
+    ranked = rate(games)
+    assert [r.player for r in ranked] == ["strong", "weak", "none"]
+    assert all(r.ordinal == pytest.approx(r.mu - 3 * r.sigma) for r in ranked)
+    assert rate(list(reversed(games))) == ranked  # applied in `order`, never in arrival order
+    tie = rate([game_of(("e", 0, 0), ["a", "b"], [[1.0], [1.0]])])
+    assert tie[0].mu == pytest.approx(tie[1].mu)
+
+
+def test_cross_play_rates_sum_to_one_from_the_same_games():
+    games = [game_of(("e", i, 0), ["a", "b"], [[float(i % 3)], [1.0]]) for i in range(9)]
+    met = {(m.a, m.b): m for m in cross_play(games)}
+    ab, ba = met[("a", "b")], met[("b", "a")]
+    assert ab.games == ba.games == 9
+    assert ab.win_rate + ba.win_rate + ab.tie_rate == pytest.approx(1.0)
+    assert ab.win_rate == ba.loss_rate and ab.tie_rate == ba.tie_rate == pytest.approx(3 / 9)
+
+
+def _cross_play(tmp_path: Path, name: str, **overrides) -> dict:
+    suite = tmp_path / "arena4.yaml"
+    suite.write_text(SUITE)
+    fields = {
+        "policy_uris": BASELINES,
+        "suite": str(suite),
+        "cross_play": True,
+        "data_dir": tmp_path,
+        "run_name": name,
+        "execution": "in-process",
+        "reuse_results": False,
+    } | overrides
+    outcome = evaluate(EvalConfig(**fields))
+    return json.loads((outcome.run_dir / "report.json").read_text())
+
+
+def test_cross_play_ranks_navigator_above_random_above_noop_and_repeats_exactly(tmp_path: Path):
+    report = _cross_play(tmp_path, "first")
+    assert [r["name"] for r in report["ratings"]] == ["navigator", "random", "noop"]
+    again = _cross_play(tmp_path, "second")
+    assert again["ratings"] == report["ratings"] and again["cross_play"] == report["cross_play"]
+    cells = {(c["policy"], c["against"]): c for c in report["cross_play"]}
+    assert len(cells) == 6  # every ordered pair of the three, never a policy against itself
+    for (a, b), cell in cells.items():
+        other = cells[(b, a)]
+        assert cell["games"] == other["games"] == 2 * 6  # each pair met once as each one's candidate
+        assert cell["win_rate"] + other["win_rate"] + cell["tie_rate"] == pytest.approx(1.0)
+    envs = report["policies"][0]["checkpoints"][0]["metrics"]["environments"]
+    assert list(envs) == ["open4", "solo", "open4.vs.navigator_builtin", "open4.vs.random_builtin",
+                          "open4.vs.noop_builtin"]  # fmt: skip
+
+
+def test_cross_play_needs_two_policies_and_a_multi_agent_env(tmp_path: Path):
+    with pytest.raises(UsageError, match="at least 2 policies"):
+        _cross_play(tmp_path, "one", policy_uris=("builtin://noop",))
+    with pytest.raises(UsageError, match="at least 2 policies"):
+        _cross_play(tmp_path, "solo", env="solo")
+
+
+@pytest.mark.slow
+def test_ratings_are_the_same_for_one_and_two_workers(tmp_path: Path, ray_session):
+    one = _cross_play(tmp_path, "w1", execution="ray", num_workers=1, shard_size=6)
+    two = _cross_play(tmp_path, "w2", execution="ray", num_workers=2, shard_size=1)
+    assert one["ratings"] == two["ratings"] and one["cross_play"] == two["cross_play"]
