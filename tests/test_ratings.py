@@ -98,3 +98,24 @@ def test_ratings_are_the_same_for_one_and_two_workers(tmp_path: Path, ray_sessio
     one = _cross_play(tmp_path, "w1", execution="ray", num_workers=1, shard_size=6)
     two = _cross_play(tmp_path, "w2", execution="ray", num_workers=2, shard_size=1)
     assert one["ratings"] == two["ratings"] and one["cross_play"] == two["cross_play"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_page_shows_the_cross_play_heatmap_and_the_ratings_table(tmp_path: Path, browser_page):
+    report = _cross_play(tmp_path, "page")
+    page = browser_page.page
+    page.goto((tmp_path / "page" / "report.html").as_uri(), wait_until="load")
+    page.wait_for_function("() => document.getElementById('crossplay')?.data !== undefined")
+    y, x, z = page.evaluate("() => { const t = document.getElementById('crossplay').data[0]; return [t.y, t.x, t.z]; }")
+    cells = {(c["policy"], c["against"]): c["win_rate"] for c in report["cross_play"]}
+    assert x == y and set(x) == {"navigator:builtin", "random:builtin", "noop:builtin"}
+    for i, a in enumerate(y):
+        for j, b in enumerate(x):
+            assert z[i][j] == (cells[(a, b)] if a != b else None)
+    table = page.inner_text("table.ratings")
+    for rating in report["ratings"]:
+        assert f"{rating['name']}:{rating['version']}" in table
+        assert f"{rating['mu']:.2f}" in table and f"{rating['ordinal']:.2f}" in table
+    browser_page.screenshot("cross_play_ratings", "#ratings")
+    browser_page.assert_clean()

@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from evaluator.reduce.report import CrossPlayCell
 from evaluator.scorecard.rows import ComparisonLine, Row
 
 VERDICT_MARKERS = {"better": ("triangle-up", "#1a9850"), "worse": ("triangle-down", "#d73027")}
@@ -188,5 +189,43 @@ def environment_multiples(rows: list[Row], envs: list[str], columns: int = 4) ->
         height=max(300, 230 * grid_rows),
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
         legend={"orientation": "h", "y": -0.08},
+    )
+    return figure
+
+
+def cross_play_heatmap(cells: list[CrossPlayCell]) -> go.Figure:
+    """Rows: the policy; columns: whom it met; colour: the row's win rate against the column (hover: its mean
+    reward, games, losses and ties). Empty without cross-play."""
+    players = list(dict.fromkeys(cell.policy for cell in cells))
+    met = {(cell.policy, cell.against): cell for cell in cells}
+    win = [[met[(a, b)].win_rate if (a, b) in met else None for b in players] for a in players]
+    custom = np.full((len(players), len(players), 4), np.nan, dtype=np.float32)
+    for i, a in enumerate(players):
+        for j, b in enumerate(players):
+            cell = met.get((a, b))
+            if cell is not None:
+                custom[i, j] = (cell.mean_reward, cell.games, cell.loss_rate, cell.tie_rate)
+    figure = go.Figure(
+        go.Heatmap(
+            z=win,
+            x=players,
+            y=players,
+            customdata=custom,
+            zmin=0,
+            zmax=1,
+            colorscale="RdBu",
+            colorbar={"title": {"text": "win rate"}},
+            hoverongaps=False,
+            hovertemplate=(
+                "%{y} against %{x}<br>win rate %{z:.0%} (loss %{customdata[2]:.0%}, tie %{customdata[3]:.0%})"
+                "<br>mean reward %{customdata[0]:.3f} over %{customdata[1]} episodes<extra></extra>"
+            ),
+        )
+    )
+    figure.update_layout(
+        height=min(MAX_HEATMAP_HEIGHT, 160 + 30 * len(players)),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        xaxis={"side": "top", "tickangle": -35, "automargin": True, "type": "category"},
+        yaxis={"autorange": "reversed", "automargin": True, "type": "category"},
     )
     return figure

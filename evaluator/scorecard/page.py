@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 from plotly.offline import get_plotlyjs
 
 from evaluator.reduce.report import Report
-from evaluator.scorecard.figures import environment_multiples, heatmap, suite_curve
+from evaluator.scorecard.figures import cross_play_heatmap, environment_multiples, heatmap, suite_curve
 from evaluator.scorecard.rows import Row, rows_of
 
 PAGE_NAME = "report.html"
@@ -123,6 +123,23 @@ def errors_table(rows: list[Row]) -> str:
     return table + _table(caption, ["checkpoint", "environment", "why"], unplayed, "env-errors")
 
 
+def ratings_table(report: Report) -> str:
+    """openskill's Plackett-Luce ratings over the run's mixed episodes, best ordinal first, with mu +- 3 sigma."""
+    found = [
+        [
+            rating.policy_uri if rating.version == "co-player" else f"{rating.name}:{rating.version}",
+            f"{rating.mu:.2f}",
+            f"{rating.sigma:.2f}",
+            f"{rating.ordinal:.2f}",
+            f"[{rating.mu - 3 * rating.sigma:.2f}, {rating.mu + 3 * rating.sigma:.2f}]",
+            rating.games,
+        ]
+        for rating in report.ratings
+    ]
+    header = ["policy", "mu", "sigma", "ordinal (mu - 3 sigma)", "mu +- 3 sigma", "episodes"]
+    return _table("ratings (openskill, Plackett-Luce)", header, found, "ratings")
+
+
 def lineups_table(rows: list[Row], envs: list[str]) -> str:
     """Mixed envs: who played beside each checkpoint, and the mean per-agent reward of its agents, the
     co-players' and everyone's."""
@@ -191,6 +208,7 @@ def render_page(
         "heatmap": heatmap(rows, envs).to_json(),
         "suite": suite_curve(suite, rows).to_json(),
         "environments": environment_multiples(rows, envs).to_json(),
+        "crossplay": cross_play_heatmap(report.cross_play).to_json(),
     }
     data = {
         "rows": [row.label for row in rows],
@@ -218,6 +236,7 @@ def render_page(
         comparisons=comparisons_table(rows) or "<p>no comparisons in this run</p>",
         errors=errors_table(rows) or "<p>every checkpoint was evaluated</p>",
         lineups=lineups_table(rows, envs) or "<p>every checkpoint played every agent of its episodes</p>",
+        ratings=ratings_table(report) or "<p>no mixed episodes in this run: nothing to rate</p>",
         timing=timing_tables(report),
         cost=cost_table(report),
     )
@@ -243,7 +262,7 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 <body>
 <header><h1>{title}</h1><p>{subtitle}</p>
 <nav><a href="#scores">scores</a> <a href="#curves">curves</a> <a href="#environments">environments</a>
-<a href="#comparisons">comparisons</a> <a href="#errors">errors</a> <a href="#timing">timing</a>
+<a href="#lineups">line-ups</a> <a href="#ratings">ratings</a> <a href="#comparisons">comparisons</a> <a href="#errors">errors</a> <a href="#timing">timing</a>
 <a href="#cost">cost</a></nav></header>
 <main>
 <section id="scores"><h2>{suite}: score per checkpoint and environment</h2><div class="split">
@@ -254,6 +273,7 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 <section id="curves"><div id="suite" class="chart"></div></section>
 <section id="environments"><div id="environment-multiples" class="chart"></div></section>
 <section id="lineups"><h2>line-ups</h2>{lineups}</section>
+<section id="ratings"><h2>ratings and cross-play</h2>{ratings}<div id="crossplay" class="chart"></div></section>
 <section id="comparisons"><h2>comparisons</h2>{comparisons}</section>
 <section id="errors"><h2>errors</h2>{errors}</section>
 <section id="timing"><h2>timing and workers</h2>{timing}</section>

@@ -20,6 +20,7 @@
   const heatmap = plot("heatmap", figures.heatmap);
   plot("suite", figures.suite);
   plot("environment-multiples", figures.environments);
+  if (figures.crossplay && figures.crossplay.data[0].z.length) plot("crossplay", figures.crossplay);
 
   const player = window.ReplayPlayer.mount(document.getElementById("player"));
   const hint = document.getElementById("replay-hint");
