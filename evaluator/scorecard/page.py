@@ -262,7 +262,8 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 <body>
 <header><h1>{title}</h1><p>{subtitle}</p>
 <nav><a href="#scores">scores</a> <a href="#curves">curves</a> <a href="#environments">environments</a>
-<a href="#lineups">line-ups</a> <a href="#ratings">ratings</a> <a href="#comparisons">comparisons</a> <a href="#errors">errors</a> <a href="#timing">timing</a>
+<a href="#lineups">line-ups</a> <a href="#ratings">ratings</a> <a href="#comparisons">comparisons</a>
+<a href="#errors">errors</a> <a href="#timing">timing</a>
 <a href="#cost">cost</a></nav></header>
 <main>
 <section id="scores"><h2>{suite}: score per checkpoint and environment</h2><div class="split">
