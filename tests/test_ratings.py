@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from evaluator.config import EvalConfig
 from evaluator.reduce.ratings import Game, cross_play, game_of, rate
 from evaluator.run.driver import evaluate
+from evaluator.scorecard.listing import leaderboard_page
+from evaluator.store.queries import best_checkpoints, leaderboard
 from sim.errors import UsageError
 
 SUITE = """
@@ -26,6 +30,7 @@ envs:
     episodes: 2
 """
 BASELINES = ("builtin://navigator", "builtin://random", "builtin://noop")
+VENV_BIN = Path(sys.executable).parent
 
 
 def test_a_game_pools_a_policy_seated_twice_and_needs_two_policies():
@@ -119,3 +124,24 @@ def test_page_shows_the_cross_play_heatmap_and_the_ratings_table(tmp_path: Path,
         assert f"{rating['mu']:.2f}" in table and f"{rating['ordinal']:.2f}" in table
     browser_page.screenshot("cross_play_ratings", "#ratings")
     browser_page.assert_clean()
+
+
+def test_results_and_the_leaderboard_rank_by_rating(tmp_path: Path):
+    report = _cross_play(tmp_path, "rated")
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    best = best_checkpoints(url, by="rating")
+    assert [(e.name, e.score) for e in best.best] == [(r["name"], r["ordinal"]) for r in report["ratings"]]
+    assert best.best[0].mu == report["ratings"][0]["mu"]
+    board = leaderboard(url)
+    assert [e.name for e in board.ratings["arena4"]] == ["navigator", "random", "noop"]
+    assert "rating" in leaderboard_page(board, "")
+    printed = subprocess.run(
+        [VENV_BIN / "policy-evaluator", "results", "--data-dir", str(tmp_path), "--best", "--by", "rating"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "rating (openskill ordinal" in printed and printed.index("navigator") < printed.index("random")
+    refused = subprocess.run(
+        [VENV_BIN / "policy-evaluator", "results", "--data-dir", str(tmp_path), "--by", "rating"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "use it with --best" in refused.stderr

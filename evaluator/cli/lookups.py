@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +94,11 @@ def schema() -> None:
     typer.echo(json.dumps(report_schema(), indent=2))
 
 
+class RankBy(StrEnum):
+    SCORE = "score"
+    RATING = "rating"
+
+
 @command()
 def results(
     run: Annotated[str | None, typer.Option("--run", help="Show this run: its checkpoints in order.")] = None,
@@ -104,6 +110,10 @@ def results(
         str | None, typer.Option("--suite", help="Only this suite (recent runs, --policy, --best).")
     ] = None,
     env: Annotated[str | None, typer.Option("--env", help="With --best: rank by this environment's score.")] = None,
+    by: Annotated[
+        RankBy,
+        typer.Option("--by", help="With --best: rank by score, or by rating (openskill, from mixed episodes)."),
+    ] = RankBy.SCORE,
     limit: Annotated[
         int | None,
         typer.Option("--limit", min=1, max=100_000, help="Runs to list [default: 20], or per suite with --best [10]."),
@@ -122,6 +132,12 @@ def results(
         raise UsageError("choose one of --run, --policy and --best")
     if env is not None and not best:
         raise UsageError("--env ranks checkpoints: use it with --best")
+    if by is not RankBy.SCORE and not best:
+        raise UsageError("--by ranks checkpoints: use it with --best")
+    if by is RankBy.RATING and env is not None:
+        raise UsageError(
+            "--by rating ranks a checkpoint over its run's mixed episodes, not per environment: drop --env"
+        )
     url = database_url(results_db, data_dir)
     answer: queries.RecentRuns | queries.RunDetail | queries.PolicyHistory | queries.BestCheckpoints
     if run is not None:
@@ -131,7 +147,7 @@ def results(
     elif policy is not None:
         answer = queries.policy_history(url, policy, suite)
     elif best:
-        answer = queries.best_checkpoints(url, suite, env, limit or 10)
+        answer = queries.best_checkpoints(url, suite, env, limit or 10, by.value)
     else:
         answer = queries.recent_runs(url, limit or 20, suite)
     return Printed(answer.model_dump_json(indent=2) if as_json else render(answer))

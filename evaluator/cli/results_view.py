@@ -38,6 +38,8 @@ def empty_message(answer: Answer) -> str | None:
     if isinstance(answer, PolicyHistory) and not answer.checkpoints:
         return f"no checkpoints of {answer.policy_uri} recorded in {answer.database}"
     if isinstance(answer, BestCheckpoints) and not answer.best:
+        if answer.by == "rating":
+            return f"no rated checkpoints (runs with mixed episodes: --npc, --cross-play) in {answer.database}"
         scope = " or ".join(
             filter(None, [answer.suite and f"suite {answer.suite}", answer.env and f"env {answer.env}"])
         )
@@ -100,11 +102,14 @@ def _best(best: BestCheckpoints) -> list[Table]:
     suites = list(dict.fromkeys(entry.suite for entry in best.best))
     result = []
     for suite in suites:
-        metric = f"{suite}/{best.env}/score" if best.env else f"{suite}/score"
+        if best.by == "rating":
+            metric, column = f"{suite}: rating (openskill ordinal, mu - 3 sigma)", "ordinal"
+        else:
+            metric, column = (f"{suite}/{best.env}/score" if best.env else f"{suite}/score"), "score"
         table = _table(
             f"best {len([e for e in best.best if e.suite == suite])} on {metric}",
-            *("#", "name", "version", "digest", "score", "run", "finished (UTC)", "uri"),
-            right=("#", "score"),
+            *("#", "name", "version", "digest", column, "run", "finished (UTC)", "uri"),
+            right=("#", column),
         )
         for e in (e for e in best.best if e.suite == suite):
             table.add_row(

@@ -215,9 +215,10 @@ def write_scorecard(run_dir: Path, report: Report, rows: tuple[list[Row], list[s
 
 
 def _recorded(collector: Collector, skeleton: Report) -> Iterator[RecordedCheckpoint]:
+    ratings = {r.digest: r.model_dump(include={"mu", "sigma", "ordinal", "games"}) for r in skeleton.ratings}
     for policy in skeleton.policies:
         for checkpoint in collector.checkpoint_reports(policy.policy_uri):
-            yield RecordedCheckpoint(policy.policy_uri, checkpoint)
+            yield RecordedCheckpoint(policy.policy_uri, checkpoint, ratings.get(checkpoint.digest))
 
 
 @functools.cache

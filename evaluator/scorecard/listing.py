@@ -84,6 +84,24 @@ def leaderboard_page(board: Leaderboard, css: str) -> str:
             if leaders.suite == suite:
                 parts.append(_table(header, _ranked_rows(leaders.best), f"{suite} / {leaders.env}"))
         parts.append("</section>")
+    for suite, ranked in board.ratings.items():
+        rows = [
+            "<tr>"
+            + _cells(
+                [
+                    r.rank,
+                    html.escape(f"{r.name}:{r.version}"),
+                    f"{r.score:.2f}",
+                    f"{r.mu:.2f} +- {3 * r.sigma:.2f}" if r.mu is not None and r.sigma is not None else "-",
+                    f'<a href="/runs/{quote(r.run)}/">{html.escape(r.run)}</a>',
+                    html.escape(r.uri),
+                ]
+            )
+            + "</tr>"
+            for r in ranked
+        ]
+        header = ["rank", "checkpoint", "ordinal (mu - 3 sigma)", "mu +- 3 sigma", "run", "uri"]
+        parts.append(f"<section><h2>{html.escape(suite)}: rating</h2>{_table(header, rows)}</section>")
     database = redact_url(board.database)  # masked by the query already; a page served must not rely on it
     body = "".join(parts) or f"<p>no scored checkpoints in {html.escape(database)}</p>"
     title = f"leaderboard: best {board.limit} per suite and environment ({database})"

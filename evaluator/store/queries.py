@@ -86,8 +86,11 @@ class Ranked(BaseModel):
     digest: str
     uri: str
     score: float
+    """What the checkpoint is ranked by: its (suite or environment) score, or its rating's ordinal."""
     run: str
     finished: str | None
+    mu: float | None = None
+    sigma: float | None = None
 
 
 class BestCheckpoints(BaseModel):
@@ -96,6 +99,7 @@ class BestCheckpoints(BaseModel):
     env: str | None
     limit: int
     best: list[Ranked]
+    by: str = "score"
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -248,6 +252,7 @@ def _latest_scored(url: str, suite: str | None = None) -> dict[str, list[Row[Any
             runs.c.finished_at,
             run_checkpoints.c.score,
             run_checkpoints.c.env_scores,
+            run_checkpoints.c.rating,
         )
         .join(run_checkpoints, run_checkpoints.c.checkpoint_id == checkpoints.c.id)
         .join(runs, runs.c.id == run_checkpoints.c.run_id)
@@ -266,11 +271,14 @@ def _latest_scored(url: str, suite: str | None = None) -> dict[str, list[Row[Any
     return {name: by_suite[name] for name in sorted(by_suite)}
 
 
-def _ranked(rows: list[Row[Any]], env: str | None, limit: int) -> list[Ranked]:
-    """The `limit` best of `rows` by suite score or, with `env`, by that environment's score (rows without it
-    are left out); ties by digest."""
+def _ranked(rows: list[Row[Any]], env: str | None, limit: int, by: str = "score") -> list[Ranked]:
+    """The `limit` best of `rows` by suite score or, with `env`, by that environment's score, or (`by="rating"`)
+    by the ordinal of the rating the run's mixed episodes gave it (rows without it are left out); ties by
+    digest."""
 
     def score_of(row: Row[Any]) -> float | None:
+        if by == "rating":
+            return (row.rating or {}).get("ordinal")
         return row.score if env is None else (row.env_scores or {}).get(env)
 
     scored = sorted(((score_of(r), r) for r in rows if score_of(r) is not None), key=lambda p: (-p[0], p[1].digest))
@@ -286,16 +294,21 @@ def _ranked(rows: list[Row[Any]], env: str | None, limit: int) -> list[Ranked]:
             score=score,
             run=row.run,
             finished=iso(row.finished_at),
+            mu=(row.rating or {}).get("mu") if by == "rating" else None,
+            sigma=(row.rating or {}).get("sigma") if by == "rating" else None,
         )
         for rank, (score, row) in enumerate(scored[:limit], start=1)
     ]
 
 
-def best_checkpoints(url: str, suite: str | None = None, env: str | None = None, limit: int = 10) -> BestCheckpoints:
+def best_checkpoints(
+    url: str, suite: str | None = None, env: str | None = None, limit: int = 10, by: str = "score"
+) -> BestCheckpoints:
     """The `limit` best checkpoints of each suite (or only `suite`), by suite score or, with `env`, by that
-    environment's score; a checkpoint is one digest wherever it was found, worth its latest scored run."""
-    best = [entry for rows in _latest_scored(url, suite).values() for entry in _ranked(rows, env, limit)]
-    return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best)
+    environment's score, or by rating (`by="rating"`: the ordinal of the openskill rating of the run's mixed
+    episodes); a checkpoint is one digest wherever it was found, worth its latest scored run."""
+    best = [entry for rows in _latest_scored(url, suite).values() for entry in _ranked(rows, env, limit, by)]
+    return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best, by=by)
 
 
 class EnvironmentLeaders(BaseModel):
@@ -312,13 +325,18 @@ class Leaderboard(BaseModel):
     limit: int
     suites: dict[str, list[Ranked]]
     environments: list[EnvironmentLeaders]
+    ratings: dict[str, list[Ranked]] = {}
+    """Per suite with rated checkpoints: the best by rating (ordinal), across runs."""
 
 
 def leaderboard(url: str, limit: int = 5) -> Leaderboard:
     """`best_checkpoints`' rule for every suite and every environment at once, in one pass over the store."""
-    suites, environments = {}, []
+    suites, environments, ratings = {}, [], {}
     for suite, rows in _latest_scored(url).items():
         suites[suite] = _ranked(rows, None, limit)
+        rated = _ranked(rows, None, limit, "rating")
+        if rated:
+            ratings[suite] = rated
         for env in sorted({env for row in rows for env in (row.env_scores or {})}):
             environments.append(EnvironmentLeaders(suite=suite, env=env, best=_ranked(rows, env, limit)))
-    return Leaderboard(database=masked(url), limit=limit, suites=suites, environments=environments)
+    return Leaderboard(database=masked(url), limit=limit, suites=suites, environments=environments, ratings=ratings)

@@ -32,6 +32,8 @@ class RunStatus:
 class RecordedCheckpoint:
     policy_uri: str
     report: CheckpointReport
+    rating: dict | None = None
+    """`{mu, sigma, ordinal, games}` from the run's mixed episodes (`Report.ratings`); None without them."""
 
 
 class RunLog:
@@ -92,6 +94,7 @@ class RunLog:
             "score": next(iter(metrics.suite_scores.values())) if metrics else None,
             "env_scores": {env: m.score for env, m in metrics.environments.items()} if metrics else None,
             "error": report.error,
+            "rating": checkpoint.rating,
         }
 
     @staticmethod

@@ -57,9 +57,10 @@ run_checkpoints = Table(
     Column("score", Float),
     Column("env_scores", JSON),
     Column("error", Text),
+    Column("rating", JSON),
 )
 """Which checkpoints a run evaluated, in its order, with the suite score and per-environment scores it
-reported (or its error)."""
+reported (or its error), and the rating its mixed episodes gave it."""
 
 episodes = Table(
     "episodes",
