@@ -78,6 +78,7 @@ class Play(_Slice):
     candidate_share: float | None
     cross_play: bool
     seating: Seating
+    vor: tuple[str, ...]
 
 
 class Workers(_Slice):
@@ -170,6 +171,10 @@ class EvalConfig(BaseModel):
     for the report's ratings and cross-play matrix (`evaluator.run.lineup.cross_play_suite`)."""
     seating: Seating = Seating.ROUND_ROBIN
     """Cross-play seating: every pair at equal shares (`round_robin`), or every policy in each episode (`all`)."""
+    vor: tuple[str, ...] = ()
+    """Value over replacement against this pool of policy URIs (`--vor POOL_URI[,POOL_URI...]`): each checkpoint
+    plays n, n/2 and 1 of each multi-agent environment's n agents beside the pool, and the pool plays alone
+    (`evaluator.run.lineup.vor_suite`, `evaluator.reduce.vor`)."""
     num_workers: int | None = Field(default=None, ge=1, le=1024)
     cpus_per_worker: float | None = Field(default=None, gt=0, le=1024)
     """CPUs per worker actor, also its torch threads; None: 1 (`evaluator.run.worker_layout`)."""
@@ -247,6 +252,14 @@ class EvalConfig(BaseModel):
         if isinstance(value, list | tuple):
             return tuple(part.strip() for item in value for part in str(item).split(",") if part.strip())
         return value
+
+    @field_validator("vor", mode="before")
+    @classmethod
+    def _pool_from_text(cls, value: object) -> object:
+        items = [value] if isinstance(value, str) else ([] if value is None else value)
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
 
     @field_validator("npcs", mode="before")
     @classmethod

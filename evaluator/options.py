@@ -166,6 +166,17 @@ CrossPlay = Annotated[
         rich_help_panel=SUITE,
     ),
 ]
+VorPool = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--vor",
+        envvar="VOR_POOL",
+        rich_help_panel=SUITE,
+        help="Value over replacement (cogames' pickup) against this pool of policy URIs (repeat, or comma-separate): "
+        "each checkpoint plays n, n/2 and 1 of a multi-agent environment's n agents beside the pool, and the pool "
+        "plays alone, on the same seeds.",
+    ),
+]
 SeatingOption = Annotated[
     Seating,
     typer.Option(

@@ -132,6 +132,7 @@ _HASHED_ONLY_WHEN_SET = (
     "heart_reward",
     "npcs",
     "candidate_share",
+    "variant_of",
 )
 """Fields added after results were cached: left out of `spec_hash` while at their defaults."""
 
@@ -155,8 +156,13 @@ class EnvSpec(_Frozen):
     heart_reward: float = Field(default=1.0, gt=0, le=1_000, allow_inf_nan=False)
     npcs: tuple[CoPlayer, ...] = Field(default=(), max_length=16)
     """Co-players of the candidate (`sim.lineup`): empty, the candidate plays every agent."""
-    candidate_share: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
-    """The candidate's share of the agents; None: proportion 1 beside the co-players' (cogames' default)."""
+    candidate_share: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    """The candidate's share of the agents (at least one agent); None: proportion 1 beside the co-players'
+    (cogames' default); 0: the co-players play every agent (value over replacement's pool-only episodes)."""
+    variant_of: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+    """The environment this one is a line-up variant of (`sim.lineup`: value over replacement's seat counts,
+    cross-play pairings): it plays that environment's episode seeds, so variants pair episode by episode, and it
+    is left out of the suite score."""
 
     @model_validator(mode="after")
     def _lineup_is_playable(self) -> EnvSpec:
@@ -164,6 +170,8 @@ class EnvSpec(_Frozen):
             raise ValueError(f"env {self.name!r}: candidate_share {self.candidate_share} needs co-players (npcs)")
         if self.npcs and self.num_agents < 2:
             raise ValueError(f"env {self.name!r}: co-players (npcs) need an env of at least 2 agents")
+        if self.candidate_share == 0 and not self.npcs:
+            raise ValueError(f"env {self.name!r}: candidate_share 0 needs co-players (npcs) to play every agent")
         if self.npcs and self.candidate_share == 1:
             raise ValueError(f"env {self.name!r}: candidate_share 1 leaves no agent to the co-players (npcs)")
         return self
@@ -176,7 +184,14 @@ class EnvSpec(_Frozen):
     @property
     def seat_counts(self) -> tuple[int, ...]:
         """Agents per policy of the line-up, candidate first (`sim.lineup.seat_counts`)."""
-        return seat_counts(self.num_agents, policy_shares(self.candidate_share, self.npcs))
+        shares = policy_shares(self.candidate_share, self.npcs)
+        return seat_counts(self.num_agents, shares, candidate_min=0 if self.candidate_share == 0 else 1)
+
+    @property
+    def seed_name(self) -> str:
+        """The name episode seeds derive from (`episode_seed`): the environment's own, or the one it is a
+        variant of."""
+        return self.variant_of or self.name
 
     @model_validator(mode="after")
     def _agents_match_map(self) -> EnvSpec:

@@ -69,16 +69,17 @@ def policy_shares(candidate_share: float | None, co_players: Sequence[CoPlayer])
     return [candidate_share] + [rest * player.proportion / total for player in co_players]
 
 
-def seat_counts(num_agents: int, shares: Sequence[float]) -> tuple[int, ...]:
-    """Agents per policy by largest remainder (ties to the earlier policy); the candidate gets at least one,
-    taken from the policy holding the most seats (the last such on a tie)."""
+def seat_counts(num_agents: int, shares: Sequence[float], candidate_min: int = 1) -> tuple[int, ...]:
+    """Agents per policy by largest remainder (ties to the earlier policy); the candidate gets at least
+    `candidate_min` (one, unless the line-up is the co-players alone), taken from the policy holding the most
+    seats (the last such on a tie)."""
     total = sum(shares)
     quotas = [num_agents * share / total for share in shares]
     counts = [math.floor(quota) for quota in quotas]
     by_remainder = sorted(range(len(shares)), key=lambda i: (-(quotas[i] - counts[i]), i))
     for i in by_remainder[: num_agents - sum(counts)]:
         counts[i] += 1
-    if counts[CANDIDATE] == 0:
+    if counts[CANDIDATE] < candidate_min:
         donor = max(range(1, len(counts)), key=lambda i: (counts[i], i))
         counts[donor] -= 1
         counts[CANDIDATE] += 1
@@ -91,3 +92,17 @@ def seat_assignment(counts: Sequence[int], seed: int) -> np.ndarray:
     seats = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng([seed, SEAT_STREAM]).shuffle(seats)
     return seats
+
+
+VOR_VARIANT = ".vor.k"
+"""`<env>.vor.k<K>`: the variant of `<env>` where the candidate plays K agents and the pool the rest."""
+
+
+def vor_seats(num_agents: int) -> tuple[int, ...]:
+    """The candidate's agent counts value over replacement plays (cogames' scenarios n, n/2 and 1), then the
+    pool alone (0)."""
+    return tuple(sorted({num_agents, max(1, num_agents // 2), 1, 0}, reverse=True))
+
+
+def vor_variant(env_name: str, seats: int) -> str:
+    return f"{env_name}{VOR_VARIANT}{seats}"

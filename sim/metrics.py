@@ -42,8 +42,9 @@ class EpisodeResult:
 
     @property
     def score(self) -> float:
-        """The candidate's score of the episode: the mean reward of its agents (of every agent when unmixed)."""
-        return float(np.mean(self.rewards_of(0)))
+        """The candidate's score of the episode: the mean reward of its agents (of every agent when unmixed, and
+        in a co-players-only episode, whose score is the co-players' per-agent mean: the replacement level)."""
+        return float(np.mean(self.rewards_of(0) or self.rewards))
 
     @property
     def npc_score(self) -> float | None:
@@ -53,7 +54,7 @@ class EpisodeResult:
 
     @property
     def success(self) -> bool:
-        return min(self.rewards_of(0)) > 0
+        return min(self.rewards_of(0) or self.rewards) > 0
 
     @property
     def agent_steps(self) -> int:

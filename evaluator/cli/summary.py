@@ -74,8 +74,22 @@ def summary_tables(report: Report) -> list[Table]:
     if report.cost is not None:
         footer.add_row("cost (estimate)", cost_line(report.cost))
     mixed = _lineups_table(scored, env_names)
-    extra = [table for table in (mixed, _ratings_table(report), _cross_play_table(report)) if table is not None]
+    tables = (mixed, _vor_table(scored), _ratings_table(report), _cross_play_table(report))
+    extra = [table for table in tables if table is not None]
     return [overview, per_env, *extra, footer]
+
+
+def _vor_table(scored: list[CheckpointReport]) -> Table | None:
+    rows = [(c, c.metrics.vor) for c in scored if c.metrics.vor is not None]
+    if not rows:
+        return None
+    pool = ", ".join(rows[0][1].pool)
+    table = Table(title=f"value over replacement against {pool} (cogames' pickup; paired by seed)")
+    for column in ("checkpoint", "VOR", "95% CI", "verdict"):
+        table.add_column(column, justify="right" if column == "VOR" else "left")
+    for checkpoint, vor in rows:
+        table.add_row(_label(checkpoint), f"{vor.value:+.3f}", _interval(vor.ci95), vor.verdict)
+    return table
 
 
 def _ratings_table(report: Report) -> Table | None:

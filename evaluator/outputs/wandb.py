@@ -66,6 +66,8 @@ def summary_metrics(report: Report) -> dict[str, float]:
             metrics |= {f"evaluator/eval_{suite}/{env}": s for env, s in envs.items()}
             metrics[f"overview/evaluator/{suite}_score"] = score
             metrics |= _statistics(suite, checkpoint)
+            if checkpoint.metrics.vor is not None:  # value over replacement against the --vor pool
+                metrics[f"{suite}/vor"] = checkpoint.metrics.vor.value
             rating = ratings.get(checkpoint.digest)
             if rating is not None:  # openskill over the run's mixed episodes
                 metrics |= {f"{suite}/rating/{key}": getattr(rating, key) for key in ("mu", "sigma", "ordinal")}

@@ -28,6 +28,7 @@ from evaluator.reduce.report import (
     Timing,
     WorkerReport,
 )
+from evaluator.reduce.vor import vor_metrics
 from evaluator.secrets import redact_url
 from sim.envs import EnvSpec
 from sim.metrics import EpisodeResult, summarize
@@ -84,12 +85,20 @@ def checkpoint_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> Checkp
             npc_score=float(np.mean([r.npc_score for r in episodes])) if env.mixed else None,
             all_score=float(np.mean([r.reward_mean for r in episodes])) if env.mixed else None,
         )
-    env_scores = [m.score for m in environments.values()]
+    # The suite score, its intervals and reward_avg are over the suite's own environments, not line-up variants.
+    scored = {env.name for env in suite.scored().envs}
+    scores = [env_scores for env, env_scores in zip(suite.envs, scores, strict=True) if env.name in scored]
+    env_scores = [m.score for name, m in environments.items() if name in scored]
+    counted = sorted((r for r in results if r.env in scored), key=lambda r: (order[r.env], r.episode))
+    vor, env_vor = vor_metrics(suite, results)
+    for name, found in env_vor.items():
+        environments[name] = environments[name].model_copy(update={"vor": found})
     return CheckpointMetrics(
+        vor=vor,
         suite_scores={f"{suite.name}/score": sum(env_scores) / len(env_scores)},
         simulation_scores={f"{suite.name}/{name}/score": m.score for name, m in environments.items()},
         # In suite and episode order: a float sum must not depend on the order episodes arrived in.
-        reward_avg=sum(r.score for r in sorted(results, key=lambda r: (order[r.env], r.episode))) / len(results),
+        reward_avg=sum(r.score for r in counted) / len(counted),
         suite_ci95=statistics.stratified_interval(
             scores, statistics.mean_of_means, statistics.rng_for(suite.seed, "suite")
         ),

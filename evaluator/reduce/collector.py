@@ -72,7 +72,9 @@ class Collector:
     def __post_init__(self) -> None:
         self._expected = sum(env.episodes for env in self.suite.envs)
         self._envs = {env.name: (position, env) for position, env in enumerate(self.suite.envs)}
-        self.scores = RunScores(self.suite, lambda i: self.entries[i].policy_uri, self.baseline, self.normalize)
+        self.scores = RunScores(
+            self.suite.scored(), lambda i: self.entries[i].policy_uri, self.baseline, self.normalize
+        )
         for index, entry in enumerate(self.entries):
             if entry.checkpoint.error:
                 self.errors[index] = entry.checkpoint.error
@@ -180,7 +182,9 @@ class Collector:
         metrics = checkpoint_metrics(suite, kept)
         self.metrics[index] = zlib.compress(metrics.model_dump_json().encode())
         if suite is self.suite:
-            self.scores.record(index, episode_scores(suite, kept), next(iter(metrics.suite_scores.values())))
+            scored = suite.scored()
+            counted = [r for r in kept if r.env in {env.name for env in scored.envs}]
+            self.scores.record(index, episode_scores(scored, counted), next(iter(metrics.suite_scores.values())))
 
     def metrics_of(self, index: int) -> CheckpointMetrics | None:
         """The reduced metrics of the checkpoint at `index`, if it completed."""

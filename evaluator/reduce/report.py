@@ -42,7 +42,18 @@ class Lineup(_Model):
     npcs: list[LineupPlayer]
 
 
-MIXED_ONLY = ("lineup", "npc_score", "all_score")
+class Vor(_Model):
+    """Value over replacement against a pool (cogames' `pickup`): the candidate's agent-weighted mean reward over
+    the scenarios where it plays n, n/2 and 1 of n agents beside the pool, minus the pool-only per-agent mean."""
+
+    value: float
+    ci95: tuple[float, float] | None = Field(description="BCa bootstrap 95% interval, paired by episode seed")
+    verdict: str = Field(description="better / worse than the pool (the interval excludes 0) or no difference")
+    pool: list[str] = Field(description="the pool's policy URIs")
+    seats: list[int] = Field(description="the candidate's agent counts played (0: the pool alone)")
+
+
+MIXED_ONLY = ("lineup", "npc_score", "all_score", "vor")
 """EnvironmentMetrics keys written only for a mixed env."""
 
 
@@ -68,13 +79,14 @@ class EnvironmentMetrics(_Model):
     )
     npc_score: float | None = Field(default=None, description="the co-players' mean per-agent reward (mixed envs)")
     all_score: float | None = Field(default=None, description="the mean per-agent reward over every agent (mixed envs)")
+    vor: Vor | None = Field(default=None, description="value over replacement on this environment (--vor)")
 
     @model_serializer(mode="wrap")
     def _unmixed_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
         """An env the candidate played alone keeps the report's shape from before line-ups: no mixed-only keys."""
         data = handler(self)
-        if self.lineup is None:
-            for key in MIXED_ONLY:
+        for key in MIXED_ONLY:
+            if getattr(self, key) is None:
                 data.pop(key, None)
         return data
 
@@ -105,6 +117,15 @@ class CheckpointMetrics(_Model):
     iqm_ci95: tuple[float, float] | None = Field(default=None, description="stratified bootstrap 95% interval of iqm")
     normalized: NormalizedScores | None = Field(default=None, description="with --normalize LOW,HIGH")
     environments: dict[str, EnvironmentMetrics]
+    vor: Vor | None = Field(default=None, description="value over replacement over the suite's environments (--vor)")
+
+    @model_serializer(mode="wrap")
+    def _without_vor_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A run without --vor keeps the report's shape from before it."""
+        data = handler(self)
+        if self.vor is None:
+            data.pop("vor", None)
+        return data
 
 
 class EnvironmentDifference(_Model):

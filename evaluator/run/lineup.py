@@ -21,7 +21,7 @@ from evaluator.secrets import redact_url
 from evaluator.sources import Candidate, SourceSettings, fetch, list_candidates
 from sim.envs import EnvSpec
 from sim.errors import UsageError, validation_line
-from sim.lineup import CoPlayer, parse_co_player
+from sim.lineup import CoPlayer, parse_co_player, vor_seats, vor_variant
 from sim.suites import Suite
 
 MAX_SUITE_LABEL = 200
@@ -49,12 +49,16 @@ def resolve_lineups(
             f"--npc needs an environment of at least 2 agents; suite {suite.name!r} has only {agents}-agent ones "
             "(try --suite multi_agent)"
         )
+    pool = tuple(CoPlayer(uri=uri) for uri in play.vor)
     fetched: dict[str, tuple[str, str, bytes]] = {}
-    for uri in dict.fromkeys(npc.uri for _, npcs, _ in wanted for npc in npcs):
+    for uri in dict.fromkeys([*(npc.uri for _, npcs, _ in wanted for npc in npcs), *play.vor]):
         fetched[uri] = _fetch(uri, settings)
     envs = tuple(_with_lineup(env, npcs, share, fetched) for env, npcs, share in wanted)
     players = {digest: (uri, data) for uri, (digest, _, data) in fetched.items()}
     suite = suite.model_copy(update={"envs": envs})
+    if pool:
+        named = [CoPlayer(uri=fetched[npc.uri][1], digest=fetched[npc.uri][0]) for npc in pool]
+        suite = vor_suite(suite, named)
     if not play.cross_play:
         return suite, players
     participants = _cross_play_checkpoints(checkpoints, players, len(fetched))
@@ -106,9 +110,30 @@ def cross_play_suite(suite: Suite, participants: Sequence[tuple[str, str, str]],
     return suite.model_copy(update={"envs": (*suite.envs, *added)})
 
 
+def vor_suite(suite: Suite, pool: Sequence[CoPlayer]) -> Suite:
+    """The suite plus, for each environment of at least 2 agents without co-players of its own, value over
+    replacement's scenarios (`sim.lineup.vor_seats`): `<env>.vor.k<K>` with the candidate on K agents and the pool
+    on the rest, K = 0 the pool alone; K = n is the environment itself. Every variant plays the environment's
+    episode seeds, so the scenarios pair episode by episode."""
+    multi = [env for env in suite.envs if env.num_agents >= 2 and not env.npcs and env.variant_of is None]
+    if not multi:
+        raise UsageError(
+            f"--vor needs an environment of at least 2 agents without co-players of its own; suite {suite.name!r} "
+            "has none (try --suite multi_agent)"
+        )
+    added = [
+        _variant(env, vor_variant(env.name, seats), tuple(pool), seats / env.num_agents)
+        for env in multi
+        for seats in vor_seats(env.num_agents)
+        if seats < env.num_agents
+    ]
+    return suite.model_copy(update={"envs": (*suite.envs, *added)})
+
+
 def _variant(env: EnvSpec, name: str, npcs: tuple[CoPlayer, ...], share: float | None) -> EnvSpec:
     try:
-        return EnvSpec.model_validate({**env.model_dump(), "name": name, "npcs": npcs, "candidate_share": share})
+        fields = {**env.model_dump(), "name": name, "npcs": npcs, "candidate_share": share, "variant_of": env.name}
+        return EnvSpec.model_validate(fields)
     except ValidationError as exc:
         raise UsageError(f"environment {name}: {validation_line(exc)}") from None
 

@@ -74,7 +74,7 @@ def _jobs_by_agent_count(
         for episode in range(env.episodes):
             if (index, env.name, episode) in skip:
                 continue
-            seed = episode_seed(suite.seed, env.name, episode)
+            seed = episode_seed(suite.seed, env.seed_name, episode)
             job = EpisodeJob(env, episode, seed, record_replay=replays and episode == 0)
             groups.setdefault(env.num_agents, []).append(job)
     return list(groups.values())

@@ -123,6 +123,17 @@ def errors_table(rows: list[Row]) -> str:
     return table + _table(caption, ["checkpoint", "environment", "why"], unplayed, "env-errors")
 
 
+def vor_table(rows: list[Row]) -> str:
+    """Each checkpoint's value over replacement against the --vor pool, with its paired interval and verdict."""
+    found = [
+        [row.label, f"{row.vor.value:+.3f}", _interval(row.vor.ci95), row.vor.verdict, ", ".join(row.vor.pool)]
+        for row in rows
+        if row.vor is not None
+    ]
+    header = ["checkpoint", "VOR", "95% CI (paired by seed)", "verdict", "pool"]
+    return _table("value over replacement (cogames' pickup)", header, found, "vor")
+
+
 def ratings_table(report: Report) -> str:
     """openskill's Plackett-Luce ratings over the run's mixed episodes, best ordinal first, with mu +- 3 sigma."""
     found = [
@@ -236,7 +247,7 @@ def render_page(
         comparisons=comparisons_table(rows) or "<p>no comparisons in this run</p>",
         errors=errors_table(rows) or "<p>every checkpoint was evaluated</p>",
         lineups=lineups_table(rows, envs) or "<p>every checkpoint played every agent of its episodes</p>",
-        ratings=ratings_table(report) or "<p>no mixed episodes in this run: nothing to rate</p>",
+        ratings=(ratings_table(report) or "<p>no mixed episodes in this run: nothing to rate</p>") + vor_table(rows),
         timing=timing_tables(report),
         cost=cost_table(report),
     )

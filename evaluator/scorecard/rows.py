@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from evaluator.reduce.report import CheckpointReport, Lineup, Report
+from evaluator.reduce.report import CheckpointReport, Lineup, Report, Vor
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Row:
     comparisons: list[ComparisonLine]
     replays: dict[str, str]
     env_errors: dict[str, str] = field(default_factory=dict)
+    vor: Vor | None = None
 
     @property
     def previous(self) -> ComparisonLine | None:
@@ -87,6 +88,7 @@ def row_of(policy_uri: str, position: int, checkpoint: CheckpointReport, suite: 
         comparisons=comparisons,
         replays=dict(checkpoint.replays),
         env_errors=dict(checkpoint.env_errors),
+        vor=metrics.vor if metrics else None,
     )
 
 

@@ -65,7 +65,7 @@ class EpisodeStore:
         stored = StoredEpisodes()
         for env in suite.envs:
             for episode in range(env.episodes):
-                row = rows.get((env.name, episode_seed(suite.seed, env.name, episode)))
+                row = rows.get((env.name, episode_seed(suite.seed, env.seed_name, episode)))
                 needs_replay = replays and episode == 0
                 if row is None or (needs_replay and not _replay_exists(row.replay_uri)):
                     stored.missing.append((env.name, episode))

@@ -44,6 +44,11 @@ class Suite(BaseModel):
             raise SuiteError(f"--env {pattern!r} matches no environment of suite {self.name!r}; environments: {names}")
         return self.model_copy(update={"envs": kept})
 
+    def scored(self) -> Suite:
+        """The environments the suite score averages: every one but line-up variants (`EnvSpec.variant_of`)."""
+        base = tuple(env for env in self.envs if env.variant_of is None)
+        return self if len(base) == len(self.envs) or not base else self.model_copy(update={"envs": base})
+
     def with_episodes(self, episodes: int | None) -> Suite:
         """Override every environment's episode count (None keeps the suite's own counts)."""
         if episodes is None:

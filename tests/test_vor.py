@@ -1,0 +1,99 @@
+"""Value over replacement (issue 24): cogames' `pickup` definition, on hand-made episodes and on real ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.config import EvalConfig
+from evaluator.reduce.vor import vor_metrics
+from evaluator.run.driver import evaluate
+from evaluator.run.lineup import vor_suite
+from sim.envs import EnvSpec, RandomMap
+from sim.errors import UsageError
+from sim.lineup import CoPlayer, vor_seats
+from sim.metrics import EpisodeResult
+from sim.suites import Suite
+
+POOL = (CoPlayer(uri="builtin://noop", digest="sha256:pool"),)
+SUITE = """
+name: vor4
+envs:
+  - name: open4
+    map: {kind: random, width: 13, height: 13, goals: 5}
+    num_agents: 4
+    max_steps: 60
+    episodes: 6
+"""
+
+
+def test_scenarios_are_n_half_one_and_the_pool_alone():
+    assert vor_seats(4) == (4, 2, 1, 0)
+    assert vor_seats(2) == (2, 1, 0)
+    assert vor_seats(7) == (7, 3, 1, 0)
+    env = EnvSpec(name="e", map=RandomMap(width=9, height=9), max_steps=5, num_agents=4)
+    suite = vor_suite(Suite(name="s", envs=(env,)), POOL)
+    variants = {e.name: (e.seat_counts, e.variant_of, e.seed_name) for e in suite.envs[1:]}
+    assert variants == {
+        "e.vor.k2": ((2, 2), "e", "e"),
+        "e.vor.k1": ((1, 3), "e", "e"),
+        "e.vor.k0": ((0, 4), "e", "e"),
+    }
+    assert suite.scored().envs == (env,)  # the suite score stays the environment's own
+
+
+def test_vor_is_the_candidate_weighted_mean_minus_the_pool_mean():
+    env = EnvSpec(name="e", map=RandomMap(width=9, height=9), max_steps=5, num_agents=4)
+    suite = vor_suite(Suite(name="s", envs=(env,)), POOL)
+    rng = np.random.default_rng(0)
+    results, own, pool = [], [], []
+    for episode in range(5):
+        alone = tuple(rng.random(4))
+        k2, k1, k0 = tuple(rng.random(4)), tuple(rng.random(4)), tuple(rng.random(4))
+        results += [
+            EpisodeResult("e", episode, episode, alone, 5),
+            EpisodeResult("e.vor.k2", episode, episode, k2, 5, seats=(0, 1, 0, 1)),
+            EpisodeResult("e.vor.k1", episode, episode, k1, 5, seats=(1, 1, 1, 0)),
+            EpisodeResult("e.vor.k0", episode, episode, k0, 5, seats=(1, 1, 1, 1)),
+        ]
+        own += [*alone, k2[0], k2[2], k1[3]]
+        pool.append(np.mean(k0))
+    total, per_env = vor_metrics(suite, results)
+    expected = sum(own) / len(own) - np.mean(pool)  # cogames: candidate-agent-weighted mean minus pool-only mean
+    assert total.value == pytest.approx(expected) and per_env["e"].value == pytest.approx(expected)
+    assert total.seats == [4, 2, 1, 0] and total.pool == ["builtin://noop"]
+    assert total.ci95[0] < total.value < total.ci95[1]
+
+
+def _run(tmp_path: Path, name: str, candidate: str) -> dict:
+    suite = tmp_path / "vor4.yaml"
+    suite.write_text(SUITE)
+    config = EvalConfig(
+        policy_uris=(candidate,),
+        suite=str(suite),
+        vor=("builtin://noop",),
+        data_dir=tmp_path,
+        run_name=name,
+        execution="in-process",
+    )
+    return json.loads((evaluate(config).run_dir / "report.json").read_text())
+
+
+def test_navigator_is_worth_more_than_a_noop_pool_and_noop_is_worth_nothing(tmp_path: Path):
+    navigator = _run(tmp_path, "navigator", "builtin://navigator")["policies"][0]["checkpoints"][0]["metrics"]
+    assert navigator["vor"]["value"] > 0 and navigator["vor"]["ci95"][0] > 0
+    assert navigator["vor"]["verdict"] == "better"
+    assert navigator["environments"]["open4"]["vor"] == navigator["vor"]
+    assert navigator["suite_scores"]["vor4/score"] == navigator["environments"]["open4"]["score"]
+    noop = _run(tmp_path, "noop", "builtin://noop")["policies"][0]["checkpoints"][0]["metrics"]
+    assert noop["vor"]["value"] == 0 and noop["vor"]["verdict"] == "no difference"
+
+
+def test_vor_needs_a_multi_agent_environment(tmp_path: Path):
+    config = EvalConfig(policy_uris=("builtin://noop",), suite="smoke", env="tiny_room", vor=("builtin://noop",),
+                        data_dir=tmp_path, execution="in-process")  # fmt: skip
+    with pytest.raises(UsageError, match="--vor needs an environment of at least 2 agents"):
+        evaluate(config)
