@@ -56,6 +56,24 @@ IncludeCached = Annotated[
 ]
 
 
+PlanOnly = Annotated[
+    bool,
+    typer.Option(
+        "--plan-only",
+        help="Print the episodes this evaluation needs (a comparison at 80% power, and --target-ci's interval), "
+        "estimated from the results database's earlier episodes (or a --min-episodes pilot); evaluate nothing.",
+    ),
+]
+Difference = Annotated[
+    float | None,
+    typer.Option(
+        help="With --plan-only: the score difference to tell apart [default: 0.1 of each environment's score spread].",
+        min=0,
+        max=1e9,
+    ),
+]
+
+
 @command()
 @with_options(EVALUATION_OPTIONS)
 def run(
@@ -64,9 +82,21 @@ def run(
     checkpoints: Checkpoints = "latest",
     markers: Markers = False,
     progress: ShowProgress = True,
+    plan_only: PlanOnly = False,
+    difference: Difference = None,
     **evaluation: Any,
 ) -> Printed:
-    """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout."""
+    """Evaluate the selected checkpoints of the given policies and print the JSON report on stdout (with
+    --plan-only: the episodes the evaluation would need, estimated, and nothing evaluated)."""
+    if plan_only:
+        from evaluator.run.power_plan import plan_only as power_plan
+
+        config = EvalConfig.model_validate(
+            {**evaluation, "policy_uris": tuple(policy_uri or []), "checkpoints": checkpoints}
+        )
+        return Printed(power_plan(config, difference).model_dump_json(indent=2))
+    if difference is not None:
+        raise UsageError("--difference sizes a comparison for --plan-only: use it with --plan-only")
     return _evaluate(evaluation, policy_uri or [], checkpoints, progress)
 
 

@@ -86,6 +86,22 @@ class EpisodeStore:
                     stored.replay_uris[(env.name, episode)] = row.replay_uri
         return stored
 
+    def score_samples(self, suite: Suite) -> dict[str, list[float]]:
+        """Every stored episode score of each environment of `suite` (its spec, this evaluator version), whatever
+        checkpoint played it: what `--plan-only` estimates an environment's spread from (the candidate's agents'
+        mean reward, as the report scores an episode)."""
+        wanted = {(env.name, env.spec_hash()) for env in suite.envs}
+        query = select(episodes.c.env_name, episodes.c.rewards, episodes.c.seats).where(
+            episodes.c.evaluator_version == self._version,
+            tuple_(episodes.c.env_name, episodes.c.env_spec_hash).in_(list(wanted)),
+        )
+        found: dict[str, list[float]] = {env.name: [] for env in suite.envs}
+        with errors_of(self.url, "reading episodes"), self._engine.connect() as connection:
+            for row in connection.execute(query):
+                result = EpisodeResult(row.env_name, 0, 0, tuple(row.rewards), 0, seats=tuple(row.seats or ()))
+                found[row.env_name].append(result.score)
+        return found
+
     def put_unit(
         self,
         unit: WorkUnit,
