@@ -56,7 +56,7 @@ test-services:
 bench: $(STAMP)
 	@status=0; \
 	for module in bench.throughput bench.recurrent bench.packing bench.scheduler bench.scale \
-			bench.results_store bench.adaptive bench.mixed; do \
+			bench.results_store bench.adaptive bench.mixed bench.cross_play; do \
 		$(BIN)/python -m $$module || status=1; \
 	done; \
 	exit $$status
