@@ -13,12 +13,16 @@ DEMO_POLICIES := -p examples/policies/navigator_bc -p examples/policies/navigato
 # which would replace our torch with a multi-GB CUDA build: it goes in with --no-deps, after the
 # `mettagrid-policies` extra has installed what it really needs on top of mettagrid (README, "Policies").
 PUFFERLIB_VERSION := 3.0.23
+# cogames' own scoring (`metta_alo.scoring`, shipped in the cogames wheel) is what tests/test_vor.py checks our value
+# over replacement against; only its pure-Python scoring is imported, so it goes in without its dependencies.
+COGAMES_VERSION := 0.27.3
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test,mettagrid-policies]"
 	$(BIN)/pip install --quiet --no-deps pufferlib-core==$(PUFFERLIB_VERSION)
+	$(BIN)/pip install --quiet --no-deps cogames==$(COGAMES_VERSION)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from evaluator.config import EvalConfig
@@ -97,3 +98,38 @@ def test_vor_needs_a_multi_agent_environment(tmp_path: Path):
                         data_dir=tmp_path, execution="in-process")  # fmt: skip
     with pytest.raises(UsageError, match="--vor needs an environment of at least 2 agents"):
         evaluate(config)
+
+
+def test_the_same_episodes_give_cogames_pickup_figures(tmp_path: Path):
+    """cogames' own scoring (`metta_alo.scoring`, cogames 0.27.3: what `cogames pickup` runs on its rollouts) fed our
+    episodes, scenario by scenario, as mettagrid rollout results: the same VOR."""
+    from metta_alo.scoring import VorTotals, overall_value_over_replacement, summarize_vor_scenario
+    from mettagrid.simulator.multi_episode.rollout import EpisodeRolloutResult, MultiEpisodeRolloutResult
+
+    report = _run(tmp_path, "pickup", "builtin://navigator")
+    ours = report["policies"][0]["checkpoints"][0]["metrics"]["vor"]["value"]
+    rows = pq.read_table(tmp_path / "pickup" / "episodes.parquet").to_pylist()
+    totals = VorTotals()
+    for seats, env in ((4, "open4"), (2, "open4.vor.k2"), (1, "open4.vor.k1"), (0, "open4.vor.k0")):
+        episodes = [
+            EpisodeRolloutResult(
+                assignments=[0 if policy == "builtin://navigator" else 1 for policy in row["agent_policies"]],
+                rewards=row["rewards"],
+                action_timeouts=[0] * len(row["rewards"]),
+                stats={"game": {}, "agent": []},
+                replay_path=None,
+                steps=row["steps"],
+                max_steps=60,
+            )
+            for row in rows
+            if row["env"] == env
+        ]
+        assert len(episodes) == 6
+        summary = summarize_vor_scenario(
+            MultiEpisodeRolloutResult(episodes=episodes), candidate_policy_index=0, candidate_count=seats
+        )
+        totals.update(seats, summary)
+    theirs = overall_value_over_replacement(
+        totals.total_candidate_weighted_sum, totals.total_candidate_agents, totals.replacement_mean
+    )
+    assert ours == pytest.approx(theirs, rel=1e-9)
