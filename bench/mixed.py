@@ -42,7 +42,7 @@ from mettagrid.policy.policy import PolicySpec
 from mettagrid.runner.rollout import run_multi_episode_rollout
 
 from bench.cli_runs import CKPT, CKPT_DIR, ForeignLoad, checkpoint_bytes
-from bench.throughput import Measure, Target, machine
+from bench.throughput import Measure, Target, machine, print_figures
 from sim.batch_policy import BatchPolicy
 from sim.envs import EnvSpec, RandomMap, build_config, episode_seed
 from sim.lineup import CoPlayer, seat_assignment
@@ -186,14 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     log(f"machine: {info}")
     figures, targets = figures_and_targets(run_rounds(options.rounds, options.mettagrid_episodes, log))
-    print(f"## Mixed line-ups (median of {options.rounds} interleaved rounds)\n")
-    print("| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value:,.0f} |" if value >= 100 else f"| {key} | {value:.2f} |")
-    print(f"\n| target | measured | verdict (noise margin {options.margin:.0%}) |\n|---|---|---|")
-    for target in targets:
-        print(f"| {target.name} | {target.value:.2f} | {target.verdict(options.margin)} |")
-    return 1 if any(t.verdict(options.margin) == "MISSED" for t in targets) else 0
+    missed = print_figures(
+        f"Mixed line-ups (median of {options.rounds} interleaved rounds)", figures, targets, options.margin
+    )
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.simulator.simulator import Simulation
 
 from bench.cli_runs import ForeignLoad
-from bench.throughput import Measure, Target, machine, measure_runner, navigation_jobs
+from bench.throughput import Measure, Target, machine, measure_runner, navigation_jobs, print_figures
 from evaluator.sources import resolve
 from sim.envs import build_config
 from sim.mettagrid_policies import MettagridBundlePolicy
@@ -141,16 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     log(f"machine: {info}")
     figures, targets = figures_and_targets(run_rounds(options.rounds, options.per_agent_episodes, log))
-    print(f"## Recurrent policies (median of {options.rounds} interleaved rounds)\n")
-    print("| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value:,.0f} |" if value >= 100 else f"| {key} | {value:.2f} |")
-    print(f"\n| target | measured | verdict (noise margin {options.margin:.0%}) |\n|---|---|---|")
-    for target in targets:
-        print(f"| {target.name} | {target.value:.2f} | {target.verdict(options.margin)} |")
+    missed = print_figures(
+        f"Recurrent policies (median of {options.rounds} interleaved rounds)", figures, targets, options.margin
+    )
     if options.json:
         options.json.write_text(json.dumps({"machine": info, "figures": figures}, indent=2))
-    return 1 if any(t.verdict(options.margin) == "MISSED" for t in targets) else 0
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -193,6 +193,19 @@ def same_episodes(first: Measure, second: Measure) -> tuple[int, int]:
 # Reporting
 
 
+def print_figures(title: str, figures: dict[str, float], targets: list[Target], margin: float) -> bool:
+    """The figures and targets as markdown tables on stdout (what BENCHMARKS.md records); True when a target
+    is missed beyond `margin`."""
+    print(f"## {title}\n")
+    print("| figure | value |\n|---|---|")
+    for key, value in figures.items():
+        print(f"| {key} | {value:,.0f} |" if value >= 100 else f"| {key} | {value:.2f} |")
+    print(f"\n| target | measured | verdict (noise margin {margin:.0%}) |\n|---|---|---|")
+    for target in targets:
+        print(f"| {target.name} | {target.value:.2f} | {target.verdict(margin)} |")
+    return any(target.verdict(margin) == "MISSED" for target in targets)
+
+
 def machine() -> dict[str, str]:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
