@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR := data
 DEMO_POLICIES := -p examples/policies/navigator_bc -p examples/policies/navigator_lstm -p builtin://navigator -p builtin://random --checkpoints all
 
-.PHONY: demo test test-services lint format clean bench
+.PHONY: demo test test-services lint format clean bench image image-base image-tools test-image
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU build instead of a multi-GB CUDA one.
 # pufferlib-core (mettagrid's trainable policies: lstm, stateless, puffer) pins torch==2.9.0 in its metadata,
@@ -39,7 +39,7 @@ lint: $(STAMP)
 # The tests start a real PostgreSQL 15 (Debian's `postgresql-15`) and a headless chromium (Debian's `chromium`,
 # driven by Playwright) themselves; both are installed here if missing.
 test: $(STAMP) lint test-services
-	$(BIN)/python -m pytest -m "not cluster" -q
+	$(BIN)/python -m pytest -m "not cluster and not image" -q
 	$(BIN)/python -m pytest -m cluster -q
 
 test-services:
@@ -48,6 +48,39 @@ test-services:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The container image (README, "Container image"). `image` builds the Dockerfile's production target (IMAGE_TARGET,
+# VARIANT=cpu or gpu) with Docker, or with buildah where no Docker daemon answers; `image-base` builds a local
+# stand-in for the rayproject/ray base where it cannot be pulled (image/ray-base.Containerfile); TORCH_INDEX_URL
+# and PIP_INDEX_URL, when set, become build arguments. `test-image` builds the base, the production and the
+# development images and runs them (tests/image, marker `image`, which `test` leaves out). Without a Docker daemon, buildah, podman, runc, mmdebstrap and
+# podman-compose are installed from Debian if missing.
+VARIANT ?= cpu
+IMAGE_TARGET ?= production
+IMAGE_BUILD := TORCH_INDEX_URL="$(TORCH_INDEX_URL)" PIP_INDEX_URL="$(PIP_INDEX_URL)" $(PYTHON) image/build.py
+
+image: image-tools
+	$(IMAGE_BUILD) image --target $(IMAGE_TARGET) --variant $(VARIANT)
+
+image-base: image-tools
+	$(IMAGE_BUILD) base
+
+test-image: $(STAMP) image-base image
+	$(IMAGE_BUILD) image --target development --variant $(VARIANT)
+	IMAGE_TESTS=required $(BIN)/python -m pytest tests/image -m image -q
+	@cat build/image/measurements.json
+
+image-tools:
+	@if ! docker info >/dev/null 2>&1; then \
+		missing=""; \
+		for tool in buildah podman runc mmdebstrap podman-compose; do \
+			command -v $$tool >/dev/null || missing="$$missing $$tool"; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				$$missing >/dev/null; \
+		fi; \
 	fi
 
 # Benchmarks (BENCHMARKS.md), figures and same-run ratios: bench.throughput (runner, Ray, tiny run),

@@ -261,7 +261,7 @@ def test_pods_request_resources_and_land_on_their_node_groups(overlay, rendered)
             assert (group == "gpu") == uses_gpu, f"{template.name}: GPU Pods, and only they, go to the GPU group"
             tolerated = {(t["key"], t["effect"]) for t in spec.get("tolerations", [])}
             assert set(gpu_taints) <= tolerated if uses_gpu else not tolerated, template.name
-            if template.role == "worker":
+            if template.role in ("head", "worker"):
                 _check_shared_memory(template)
         prices = k8s.load_yaml(ROOT / "evaluator" / "cost" / "prices.yaml")["prices"]
         for group in cluster["workerGroupSpecs"]:  # the cost estimate prices nodes by this label
@@ -278,8 +278,9 @@ def test_pods_request_resources_and_land_on_their_node_groups(overlay, rendered)
 
 
 def _check_shared_memory(template: k8s.PodTemplate) -> None:
-    """/dev/shm (Ray's object store) is a memory emptyDir at least as large as the object store and smaller
-    than the container's memory limit it is charged to."""
+    """/dev/shm (Ray's object store) of the head and of every worker is a memory emptyDir at least as large as
+    the object store (set explicitly: Ray's default, 30% of the memory limit, ignores /dev/shm and falls back to
+    /tmp on disk when it does not fit) and smaller than the container's memory limit it is charged to."""
     (container,) = template.spec["containers"]
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     (volume,) = [v for v in template.spec["volumes"] if v["name"] == mount["name"]]
@@ -287,6 +288,8 @@ def _check_shared_memory(template: k8s.PodTemplate) -> None:
     shm = k8s.quantity(volume["emptyDir"]["sizeLimit"])
     store = float(template.group["rayStartParams"]["object-store-memory"])
     assert store <= shm < k8s.quantity(container["resources"]["limits"]["memory"]), template.name
+    if template.role == "head":
+        return
     assert 0 <= template.group["minReplicas"] <= template.group["replicas"] <= template.group["maxReplicas"]
     assert template.group["maxReplicas"] >= 1, template.name
 
