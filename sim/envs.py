@@ -13,7 +13,9 @@ existed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from typing import Annotated, Literal
 
 import numpy as np
@@ -133,6 +135,7 @@ _HASHED_ONLY_WHEN_SET = (
     "npcs",
     "candidate_share",
     "variant_of",
+    "game",
 )
 """Fields added after results were cached: left out of `spec_hash` while at their defaults."""
 
@@ -146,7 +149,8 @@ class EnvSpec(_Frozen):
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    map: MapSpec
+    map: MapSpec | None = None
+    """A navigation map (our heart sources, `navigation_game`); or, instead, a whole `game`."""
     max_steps: int = Field(ge=1, le=100_000)
     num_agents: int = Field(default=1, ge=1, le=64)
     episodes: int = Field(default=5, ge=1, le=10_000)
@@ -154,6 +158,10 @@ class EnvSpec(_Frozen):
     border_width: int = Field(default=METTA_BORDER_WIDTH, ge=0, le=32)
     instance_border_width: int = Field(default=METTA_INSTANCE_BORDER_WIDTH, ge=0, le=32)
     heart_reward: float = Field(default=1.0, gt=0, le=1_000, allow_inf_nan=False)
+    game: str | None = Field(default=None, repr=False)
+    """A whole mettagrid game (a `MettaGridConfig` as canonical JSON: `game_json`) instead of a navigation `map`;
+    `max_steps` and the episode seed (its map builder's `seed`) still apply. Its spec hash covers the whole
+    config."""
     npcs: tuple[CoPlayer, ...] = Field(default=(), max_length=16)
     """Co-players of the candidate (`sim.lineup`): empty, the candidate plays every agent."""
     candidate_share: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
@@ -195,6 +203,10 @@ class EnvSpec(_Frozen):
 
     @model_validator(mode="after")
     def _agents_match_map(self) -> EnvSpec:
+        if (self.map is None) == (self.game is None):
+            raise ValueError(f"env {self.name!r}: give exactly one of a navigation `map` or a `game` config")
+        if self.game is not None:
+            return self._game_fits()
         copies = self.instances or 1
         if isinstance(self.map, AsciiMap) and self.map.agent_count * copies != self.num_agents:
             laid_out = f" x {copies} instances" if self.instances else ""
@@ -209,6 +221,19 @@ class EnvSpec(_Frozen):
         borders = (self.border_width, self.instance_border_width)
         if self.instances is None and borders != (METTA_BORDER_WIDTH, METTA_INSTANCE_BORDER_WIDTH):
             raise ValueError(f"env {self.name!r}: border_width and instance_border_width need `instances`")
+        return self
+
+    def _game_fits(self) -> EnvSpec:
+        navigation_only = [
+            name
+            for name in ("instances", "heart_reward", "border_width", "instance_border_width")
+            if getattr(self, name) != EnvSpec.model_fields[name].default
+        ]
+        if navigation_only:
+            raise ValueError(f"env {self.name!r}: {', '.join(navigation_only)} apply to navigation maps, not a game")
+        agents = parsed_game(self.game).game.num_agents
+        if agents != self.num_agents:
+            raise ValueError(f"env {self.name!r}: the game has {agents} agents but num_agents={self.num_agents}")
         return self
 
     def spec_hash(self) -> str:
@@ -256,6 +281,8 @@ def navigation_game(num_agents: int, max_steps: int, heart_reward: float = 1.0) 
 def build_config(spec: EnvSpec, seed: int) -> MettaGridConfig:
     """The mettagrid config of one episode. Generated maps take the episode seed, so the same seed always
     gives the same map whatever ran before in the process (see DESIGN.md's determinism trap)."""
+    if spec.game is not None:
+        return game_config(spec, seed)
     cfg = navigation_game(spec.num_agents, spec.max_steps, spec.heart_reward)
     builder = _instance_builder(spec, seed)
     if spec.instances is not None:
@@ -310,3 +337,33 @@ def maze_rows(maze: MazeMap, seed: int) -> tuple[str, ...]:
         bordered[1:-1, 1:-1] = grid
         grid = bordered
     return tuple("".join(NAME_TO_CHAR[cell] for cell in row) for row in grid)
+
+
+def game_json(config: MettaGridConfig) -> str:
+    """The canonical text of a game config (what `EnvSpec.game` holds and its spec hash covers)."""
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=64)
+def parsed_game(text: str) -> MettaGridConfig:
+    """The validated config of a game's JSON, parsed once per process (callers copy it before changing it)."""
+    return MettaGridConfig.model_validate_json(text)
+
+
+def game_config(spec: EnvSpec, seed: int) -> MettaGridConfig:
+    """A game env's config for one episode: a fresh copy, `max_steps` applied, and every map builder on the way
+    down (MapGen's instance builders included) seeded with the episode seed wherever it takes one."""
+    assert spec.game is not None
+    config = parsed_game(spec.game).model_copy(deep=True)
+    config.game.max_steps = spec.max_steps
+    _seed_builders(config.game.map_builder, seed)
+    return config
+
+
+def _seed_builders(builder: object, seed: int) -> None:
+    if builder is None:
+        return
+    if "seed" in getattr(type(builder), "model_fields", {}):
+        builder.seed = seed  # type: ignore[attr-defined]
+    for name in ("instance", "root"):
+        _seed_builders(getattr(builder, name, None), seed)

@@ -77,7 +77,7 @@ def test_json_suite_file(tmp_path: Path):
         ("envs:\n  - {name: a, map_file: x.map, max_steps: 5, colour: red}", r"envs\.0\.colour: Extra inputs"),
         ("envs:\n  - {name: a, map_file: missing.map, max_steps: 5}", "map file .*missing.map does not exist"),
         ("envs:\n  - {name: a, map_file: noagent.map, max_steps: 5}", "has no agent"),
-        ("envs:\n  - {name: a, max_steps: 5}", "exactly one of `map` or `map_file`"),
+        ("envs:\n  - {name: a, max_steps: 5}", "exactly one of `map`, `map_file`, `game` or `builder`"),
         ("envs:\n  - {name: a, map_file: room.map}", r"envs\.0\.max_steps: Field required"),
         ("envs: []", "envs: List should have at least 1 item"),
     ],

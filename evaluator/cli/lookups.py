@@ -35,14 +35,16 @@ def suites(
     for suite in selected:
         typer.echo(f"{suite.name} (seed {suite.seed}): {suite.description}")
         for env in suite.envs:
-            size = (
-                f"{len(env.map.rows[0])}x{len(env.map.rows)}"
-                if env.map.kind == "ascii"
-                else f"{env.map.width}x{env.map.height}"
-            )
+            if env.map is None:
+                kind, size = "game", ""
+            elif env.map.kind == "ascii":
+                kind, size = "ascii", f"{len(env.map.rows[0])}x{len(env.map.rows)}"
+            else:
+                kind, size = env.map.kind, f"{env.map.width}x{env.map.height}"
+            lineup = f" npcs={','.join(npc.uri for npc in env.npcs)}" if env.npcs else ""
             typer.echo(
-                f"  {env.name:<28} {env.map.kind:<6} {size:>7}  agents={env.num_agents} "
-                f"max_steps={env.max_steps} episodes={env.episodes}"
+                f"  {env.name:<28} {kind:<6} {size:>7}  agents={env.num_agents} "
+                f"max_steps={env.max_steps} episodes={env.episodes}{lineup}"
             )
 
 

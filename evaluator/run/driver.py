@@ -93,7 +93,7 @@ def evaluate(
     default: every checkpoint). `on_progress(done, total)` is called with episodes settled so far (the CLI
     draws its bar from it)."""
     started = time.perf_counter()
-    suite = load_suite(config.play)
+    suite = load_suite(config.play, trust_remote_code=config.trust_remote_code)
     prices = load_prices(config.prices_file)
     settings = source_settings(config.data_dir, config.wandb)
     preflight_run(config.storage, settings)
@@ -334,10 +334,10 @@ def source_settings(data_dir: Path, wandb: WandbAccount) -> SourceSettings:
     )
 
 
-def load_suite(play: Play) -> Suite:
+def load_suite(play: Play, *, trust_remote_code: bool = False) -> Suite:
     """The suite as the run's first round plays it (adaptive runs start at `min_episodes`: their planner's
-    first round)."""
-    suite = get_suite(play.suite).select(play.env).with_episodes(play.episodes)
+    first round). A game file's Python runs only with `trust_remote_code`."""
+    suite = get_suite(play.suite, trust_remote_code=trust_remote_code).select(play.env).with_episodes(play.episodes)
     suite = suite if play.seed is None else suite.model_copy(update={"seed": play.seed})
     planner = AdaptivePlanner.of(play)
     return suite if planner is None else planner.first_round(suite)

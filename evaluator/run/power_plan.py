@@ -20,7 +20,9 @@ from evaluator.store.episodes import EpisodeStore
 def plan_only(config: EvalConfig, difference: float | None = None) -> PowerPlan:
     settings = source_settings(config.data_dir, config.wandb)
     listed = [c for uri in config.policy_uris for c in list_candidates(uri, config.checkpoints, settings)]
-    suite, _ = resolve_lineups(load_suite(config.play), config.play, settings, listed)
+    suite, _ = resolve_lineups(
+        load_suite(config.play, trust_remote_code=config.trust_remote_code), config.play, settings, listed
+    )
     store = EpisodeStore(results_db_url(config.storage))
     samples = store.score_samples(suite)
     source = "results database"

@@ -69,17 +69,24 @@ def _smoke() -> Suite:
     return smoke_suite()
 
 
-SUITES: dict[str, Callable[[], Suite]] = {"navigation": _navigation, "smoke": _smoke}
+def _multi_agent() -> Suite:
+    from sim.suites.multi_agent import multi_agent_suite
+
+    return multi_agent_suite()
 
 
-def get_suite(name_or_path: str) -> Suite:
-    """A registered suite by name, or a suite file (`.yaml`, `.yml`, `.json`) by path."""
+SUITES: dict[str, Callable[[], Suite]] = {"navigation": _navigation, "smoke": _smoke, "multi_agent": _multi_agent}
+
+
+def get_suite(name_or_path: str, *, trust_remote_code: bool = False) -> Suite:
+    """A registered suite by name, or a suite file (`.yaml`, `.yml`, `.json`) by path: a suite, or a game config
+    (a cogames-style mission; a `.py` file's `get_config()` only with `trust_remote_code`)."""
     if name_or_path in SUITES:
         return SUITES[name_or_path]()
-    if Path(name_or_path).suffix.lower() in {".yaml", ".yml", ".json"} or "/" in name_or_path:
+    if Path(name_or_path).suffix.lower() in {".yaml", ".yml", ".json", ".py"} or "/" in name_or_path:
         from sim.suites.files import load_suite_file
 
-        return load_suite_file(Path(name_or_path))
+        return load_suite_file(Path(name_or_path), trust_remote_code=trust_remote_code)
     hint = did_you_mean(name_or_path, SUITES)
     raise SuiteError(
         f"unknown suite {name_or_path!r}{hint}; known suites: {', '.join(sorted(SUITES))}, "
