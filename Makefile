@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := data
+DEMO_MIXED := -p examples/policies/navigator_bc -p builtin://navigator --npc builtin://random --candidate-share 0.5 \
+	--cross-play --vor builtin://noop --episodes 4
 DEMO_POLICIES := -p examples/policies/navigator_bc -p examples/policies/navigator_lstm -p builtin://navigator -p builtin://random --checkpoints all
 
 .PHONY: demo test test-services lint format clean bench image image-base image-tools test-image
@@ -28,6 +30,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/policy-evaluator run $(DEMO_POLICIES) --suite navigation --data-dir $(DEMO_DIR) --run-name demo
 	$(BIN)/policy-evaluator summary $(DEMO_DIR)/demo/report.json
+	@echo "Mixed line-ups on the multi_agent suite: the example MLP and the navigator beside random co-players, and"
+	@echo "cross-play between them (ratings, value over replacement against a noop pool):"
+	$(BIN)/policy-evaluator run $(DEMO_MIXED) --suite multi_agent --data-dir $(DEMO_DIR) --run-name demo_mixed > /dev/null
+	$(BIN)/policy-evaluator summary $(DEMO_DIR)/demo_mixed/report.json
 	@echo "The page: $(DEMO_DIR)/demo/report.html (open it in a browser), or: $(BIN)/policy-evaluator view $(DEMO_DIR)"
 
 lint: $(STAMP)

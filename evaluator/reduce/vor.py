@@ -37,7 +37,9 @@ def vor_metrics(suite: Suite, results: Sequence[EpisodeResult]) -> tuple[Vor | N
         scenario = {k: suite_env for k in variants for suite_env in suite.envs if suite_env.name == variants[k]}
         if env.variant_of is not None or len(scenario) != len(variants):
             continue
-        names = {env.num_agents: env.name, **variants}
+        # K = n: the environment itself, or its own variant where --npc made the environment mixed.
+        alone = vor_variant(env.name, env.num_agents)
+        names = {env.num_agents: alone if any(e.name == alone for e in suite.envs) else env.name, **variants}
         episodes = sorted(set.intersection(*(set(by_env[name]) for name in names.values())))
         if not episodes:
             continue

@@ -55,15 +55,15 @@ def resolve_lineups(
         fetched[uri] = _fetch(uri, settings)
     envs = tuple(_with_lineup(env, npcs, share, fetched) for env, npcs, share in wanted)
     players = {digest: (uri, data) for uri, (digest, _, data) in fetched.items()}
-    suite = suite.model_copy(update={"envs": envs})
-    if pool:
+    plain, suite = suite, suite.model_copy(update={"envs": envs})
+    if pool:  # VOR and cross-play vary the suite's own environments, before any --npc line-up
         named = [CoPlayer(uri=fetched[npc.uri][1], digest=fetched[npc.uri][0]) for npc in pool]
-        suite = vor_suite(suite, named)
+        suite = vor_suite(suite, named, plain)
     if not play.cross_play:
         return suite, players
     participants = _cross_play_checkpoints(checkpoints, players, len(fetched))
     participants += [(digest, shown, shown) for digest, shown, _ in fetched.values()]
-    return cross_play_suite(suite, participants, play.seating), players
+    return cross_play_suite(suite, participants, play.seating, plain), players
 
 
 def _cross_play_checkpoints(
@@ -86,12 +86,15 @@ def _cross_play_checkpoints(
     return list(found.values())
 
 
-def cross_play_suite(suite: Suite, participants: Sequence[tuple[str, str, str]], seating: Seating) -> Suite:
+def cross_play_suite(
+    suite: Suite, participants: Sequence[tuple[str, str, str]], seating: Seating, base: Suite | None = None
+) -> Suite:
     """The suite plus, for each environment of at least 2 agents, its cross-play pairings: `<env>.vs.<policy>`
     seating each participant beside the candidate at equal shares (`round_robin`), or `<env>.vs.all` with every
     participant (`all`). Every checkpoint plays the same suite, so a checkpoint also meets itself once (that
-    pairing is no game: one policy) and a pair of checkpoints meets twice, once as each one's candidate."""
-    multi = [env for env in suite.envs if env.num_agents >= 2 and not env.npcs]
+    pairing is no game: one policy) and a pair of checkpoints meets twice, once as each one's candidate. Pairings
+    vary `base`'s environments (the suite as its file gives it, before `--npc` line-ups; default `suite`)."""
+    multi = _plain_multi_agent(base or suite)
     if len(participants) < 2 or not multi:
         raise UsageError(
             "--cross-play needs at least 2 policies (checkpoints and --npc co-players) and an environment of at "
@@ -110,23 +113,31 @@ def cross_play_suite(suite: Suite, participants: Sequence[tuple[str, str, str]],
     return suite.model_copy(update={"envs": (*suite.envs, *added)})
 
 
-def vor_suite(suite: Suite, pool: Sequence[CoPlayer]) -> Suite:
+def _plain_multi_agent(suite: Suite) -> list[EnvSpec]:
+    """The environments of at least 2 agents that are neither line-up variants nor given co-players by the suite."""
+    return [env for env in suite.envs if env.num_agents >= 2 and not env.npcs and env.variant_of is None]
+
+
+def vor_suite(suite: Suite, pool: Sequence[CoPlayer], base: Suite | None = None) -> Suite:
     """The suite plus, for each environment of at least 2 agents without co-players of its own, value over
     replacement's scenarios (`sim.lineup.vor_seats`): `<env>.vor.k<K>` with the candidate on K agents and the pool
     on the rest, K = 0 the pool alone; K = n is the environment itself. Every variant plays the environment's
-    episode seeds, so the scenarios pair episode by episode."""
-    multi = [env for env in suite.envs if env.num_agents >= 2 and not env.npcs and env.variant_of is None]
+    episode seeds, so the scenarios pair episode by episode. Scenarios vary `base`'s environments (before `--npc`
+    line-ups; default `suite`); where `--npc` made the environment itself mixed, K = n is a variant of its own."""
+    multi = _plain_multi_agent(base or suite)
     if not multi:
         raise UsageError(
             f"--vor needs an environment of at least 2 agents without co-players of its own; suite {suite.name!r} "
-            "has none (try --suite multi_agent)"
+            "has none (multi_agent has several)"
         )
-    added = [
-        _variant(env, vor_variant(env.name, seats), tuple(pool), seats / env.num_agents)
-        for env in multi
-        for seats in vor_seats(env.num_agents)
-        if seats < env.num_agents
-    ]
+    mixed = {env.name for env in suite.envs if env.npcs}
+    added = []
+    for env in multi:
+        for seats in vor_seats(env.num_agents):
+            if seats < env.num_agents:
+                added.append(_variant(env, vor_variant(env.name, seats), tuple(pool), seats / env.num_agents))
+            elif env.name in mixed:
+                added.append(_variant(env, vor_variant(env.name, seats), (), None))
     return suite.model_copy(update={"envs": (*suite.envs, *added)})
 
 
