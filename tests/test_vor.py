@@ -133,3 +133,23 @@ def test_the_same_episodes_give_cogames_pickup_figures(tmp_path: Path):
         totals.total_candidate_weighted_sum, totals.total_candidate_agents, totals.replacement_mean
     )
     assert ours == pytest.approx(theirs, rel=1e-9)
+
+
+def test_vor_beside_npc_line_ups_plays_the_candidate_alone_for_k_equal_n(tmp_path: Path):
+    suite = tmp_path / "vor4.yaml"
+    suite.write_text(SUITE)
+    config = EvalConfig(
+        policy_uris=("builtin://navigator",),
+        suite=str(suite),
+        vor=("builtin://noop",),
+        npcs=("builtin://random",),
+        data_dir=tmp_path,
+        run_name="npc",
+        execution="in-process",
+    )
+    metrics = evaluate(config).report.policies[0].checkpoints[0].metrics
+    envs = metrics.environments
+    assert envs["open4"].lineup.npcs[0].uri == "builtin://random"  # the --npc line-up stands
+    assert envs["open4.vor.k4"].lineup is None  # K = n: the candidate alone, on the same seeds
+    assert {"open4.vor.k2", "open4.vor.k1", "open4.vor.k0"} <= set(envs)
+    assert metrics.vor.verdict == "better" and metrics.suite_scores["vor4/score"] == envs["open4"].score
