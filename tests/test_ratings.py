@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from evaluator.config import EvalConfig
+from evaluator.outputs.wandb import summary_metrics
 from evaluator.reduce.ratings import Game, cross_play, game_of, rate
+from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
 from evaluator.scorecard.listing import leaderboard_page
 from evaluator.store.queries import best_checkpoints, leaderboard
@@ -78,6 +80,10 @@ def _cross_play(tmp_path: Path, name: str, **overrides) -> dict:
 def test_cross_play_ranks_navigator_above_random_above_noop_and_repeats_exactly(tmp_path: Path):
     report = _cross_play(tmp_path, "first")
     assert [r["name"] for r in report["ratings"]] == ["navigator", "random", "noop"]
+    logged = summary_metrics(Report.model_validate(report))
+    best = report["ratings"][0]
+    assert logged["navigator:builtin/arena4/rating/ordinal"] == best["ordinal"]
+    assert logged["navigator:builtin/arena4/rating/mu"] == best["mu"]
     again = _cross_play(tmp_path, "second")
     assert again["ratings"] == report["ratings"] and again["cross_play"] == report["cross_play"]
     cells = {(c["policy"], c["against"]): c for c in report["cross_play"]}
