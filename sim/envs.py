@@ -16,12 +16,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from mettagrid.builder.envs import make_navigation
 from mettagrid.config.game_value import InventoryValue
-from mettagrid.config.handler_config import Handler
+from mettagrid.config.handler_config import AnyHandler, Handler
 from mettagrid.config.mettagrid_config import (
     ChangeVibeActionConfig,
     GridObjectConfig,
@@ -35,7 +35,7 @@ from mettagrid.map_builder.map_builder import MapBuilderConfig
 from mettagrid.map_builder.maze import MazePrimMapBuilder
 from mettagrid.map_builder.random_map import RandomMapBuilder
 from mettagrid.mapgen.mapgen import MapGen
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sim.lineup import CoPlayer, policy_shares, seat_counts
 
@@ -347,7 +347,24 @@ def game_json(config: MettaGridConfig) -> str:
 @functools.lru_cache(maxsize=64)
 def parsed_game(text: str) -> MettaGridConfig:
     """The validated config of a game's JSON, parsed once per process (callers copy it before changing it)."""
-    return MettaGridConfig.model_validate_json(text)
+    return validated_game(json.loads(text))
+
+
+_MOVE_HANDLERS = TypeAdapter(list[AnyHandler])
+
+
+def validated_game(data: Any) -> MettaGridConfig:
+    """A game config as mettagrid's own model reads it, with the move handler chain typed.
+
+    Why the second step: mettagrid 0.26.22 types `MoveActionConfig.handlers` as `list[Any]`, so a dumped config
+    read back holds plain dicts there and the engine's converter fails on them (`'dict' object has no attribute
+    'name'`); we read them as mettagrid's own `AnyHandler`, which is what a config built in Python holds.
+    """
+    config = MettaGridConfig.model_validate(data)
+    move = config.game.actions.move
+    if move.handlers:
+        move.handlers = _MOVE_HANDLERS.validate_python(move.handlers)
+    return config
 
 
 def game_config(spec: EnvSpec, seed: int) -> MettaGridConfig:

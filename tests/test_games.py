@@ -13,7 +13,7 @@ from mettagrid.builder.envs import make_navigation
 from evaluator.config import EvalConfig
 from evaluator.run.driver import evaluate
 from sim.baselines import NavigatorPolicy
-from sim.envs import EnvSpec, build_config, episode_seed, game_json
+from sim.envs import EnvSpec, build_config, episode_seed, game_json, parsed_game
 from sim.errors import SuiteError
 from sim.runner import EpisodeJob, run_episodes
 from sim.suites import get_suite
@@ -68,6 +68,32 @@ def test_game_envs_are_seeded_by_the_episode_seed():
         return repr(cells)
 
     assert grid(3) == grid(3) and grid(3) != grid(4)
+
+
+def test_combat_in_the_arena_fires_after_the_config_is_dumped_and_read_back():
+    """Moving into an agent spends a laser: armor breaks first, then each strike takes a heart (and its reward)."""
+    from mettagrid.map_builder.ascii import AsciiMapBuilder
+    from mettagrid.simulator.simulator import Simulation
+
+    config = combat_arena(2, size=9, hearts=1, walls=0, max_steps=10)
+    config.game.map_builder = AsciiMapBuilder.Config(
+        map_data=[list("####"), list("#@@#"), list("####")],
+        char_to_map_name={"#": "wall", "@": "agent.agent"},
+    )
+    config.game.agent.inventory.initial = {"laser": 3, "armor": 1, "heart": 2}
+    simulation = Simulation(parsed_game(game_json(config)), seed=0)  # the round trip a suite env takes
+    striker, struck = simulation.agents()
+    rewards = []
+    for _ in range(4):
+        striker.set_action("move_east")
+        struck.set_action("noop")
+        simulation.step()
+        rewards.append((striker.step_reward, struck.step_reward))
+    assert [a.inventory for a in (striker, struck)] == [{"armor": 1, "heart": 4}, {"laser": 3}]
+    assert rewards[1:] == [(1.0, -1.0), (1.0, -1.0), (0.0, 0.0)]  # the blocked strike moved no heart
+    stats = simulation.episode_stats["agent"][0]
+    assert (stats["combat.blocked"], stats["combat.hit"]) == (1.0, 2.0)
+    simulation.close()
 
 
 def test_python_game_files_run_only_with_trust(tmp_path: Path):

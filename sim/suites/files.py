@@ -69,7 +69,7 @@ from mettagrid.builder.envs import make_arena, make_assembly_lines, make_navigat
 from mettagrid.config.mettagrid_config import MettaGridConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sim.envs import HEART_SOURCE_ALIASES, NAME_TO_CHAR, AsciiMap, EnvSpec, MapSpec, game_json
+from sim.envs import HEART_SOURCE_ALIASES, NAME_TO_CHAR, AsciiMap, EnvSpec, MapSpec, game_json, validated_game
 from sim.errors import SuiteError, did_you_mean, first_line, validation_line
 from sim.lineup import CoPlayer
 from sim.suites import Suite
@@ -218,7 +218,7 @@ def _validated_game(data: Any, path: Path) -> MettaGridConfig:
     if not isinstance(data, dict):
         raise SuiteError(f"game file {path} holds {type(data).__name__}, not a MettaGridConfig mapping")
     try:
-        return MettaGridConfig.model_validate(data)
+        return validated_game(data)
     except ValidationError as exc:
         raise SuiteError(f"game file {path} is not a MettaGridConfig: {validation_line(exc)}") from None
 
