@@ -61,6 +61,11 @@ class Seating(StrEnum):
     ALL = "all"
 
 
+class RatingSystem(StrEnum):
+    OPENSKILL = "openskill"
+    ELO = "elo"
+
+
 class Play(_Slice):
     """The suite and how its episodes are played: which environments, how many episodes (fixed or adaptive),
     in units of how many, with replays or not."""
@@ -78,6 +83,7 @@ class Play(_Slice):
     candidate_share: float | None
     cross_play: bool
     seating: Seating
+    rating: RatingSystem
     vor: tuple[str, ...]
 
 
@@ -171,6 +177,8 @@ class EvalConfig(BaseModel):
     for the report's ratings and cross-play matrix (`evaluator.run.lineup.cross_play_suite`)."""
     seating: Seating = Seating.ROUND_ROBIN
     """Cross-play seating: every pair at equal shares (`round_robin`), or every policy in each episode (`all`)."""
+    rating: RatingSystem = RatingSystem.OPENSKILL
+    """What the report's ratings are sorted by: openskill's ordinal (mu - 3 sigma) or Elo; both are reported."""
     vor: tuple[str, ...] = ()
     """Value over replacement against this pool of policy URIs (`--vor POOL_URI[,POOL_URI...]`): each checkpoint
     plays n, n/2 and 1 of each multi-agent environment's n agents beside the pool, and the pool plays alone

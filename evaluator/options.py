@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evaluator.config import Device, EvalConfig, Execution, Seating
+from evaluator.config import Device, EvalConfig, Execution, RatingSystem, Seating
 
 SELECTION, SUITE, WORKERS = "Selection", "Suite & episodes", "Workers & cluster"
 STORAGE, WANDB = "Storage & outputs", "W&B"
@@ -175,6 +175,16 @@ VorPool = Annotated[
         help="Value over replacement (cogames' pickup) against this pool of policy URIs (repeat, or comma-separate): "
         "each checkpoint plays n, n/2 and 1 of a multi-agent environment's n agents beside the pool, and the pool "
         "plays alone, on the same seeds.",
+    ),
+]
+RatingOption = Annotated[
+    RatingSystem,
+    typer.Option(
+        "--rating",
+        envvar="RATING",
+        help="What the ratings of mixed episodes are ranked by: openskill (Plackett-Luce ordinal, mu - 3 sigma) or "
+        "elo (elote's Elo over every pairing in an episode). Both are reported.",
+        rich_help_panel=SUITE,
     ),
 ]
 SeatingOption = Annotated[

@@ -50,6 +50,18 @@ def test_ratings_follow_the_results_in_a_fixed_order():
     assert rate(list(reversed(games))) == ranked  # applied in `order`, never in arrival order
     tie = rate([game_of(("e", 0, 0), ["a", "b"], [[1.0], [1.0]])])
     assert tie[0].mu == pytest.approx(tie[1].mu)
+    assert tie[0].elo == tie[1].elo == 400.0  # elote's starting rating: a tie moves nothing between equals
+
+
+def test_elo_rates_every_pairing_of_an_episode_with_elote():
+    from elote import EloCompetitor
+
+    three = game_of(("e", 0, 0), ["a", "b", "c"], [[2.0], [1.0], [1.0]])
+    by_player = {r.player: r.elo for r in rate([three], by="elo")}
+    a, b, c = EloCompetitor(), EloCompetitor(), EloCompetitor()
+    a.beat(b), a.beat(c), b.tied(c)  # the pairings in line-up order, by the same means
+    assert by_player == {"a": a.rating, "b": b.rating, "c": c.rating}
+    assert [r.player for r in rate([three], by="elo")][0] == "a"
 
 
 def test_cross_play_rates_sum_to_one_from_the_same_games():
@@ -84,6 +96,8 @@ def test_cross_play_ranks_navigator_above_random_above_noop_and_repeats_exactly(
     best = report["ratings"][0]
     assert logged["navigator:builtin/arena4/rating/ordinal"] == best["ordinal"]
     assert logged["navigator:builtin/arena4/rating/mu"] == best["mu"]
+    assert logged["navigator:builtin/arena4/rating/elo"] == best["elo"]
+    assert report["rating_system"] == "openskill"
     again = _cross_play(tmp_path, "second")
     assert again["ratings"] == report["ratings"] and again["cross_play"] == report["cross_play"]
     cells = {(c["policy"], c["against"]): c for c in report["cross_play"]}
@@ -95,6 +109,21 @@ def test_cross_play_ranks_navigator_above_random_above_noop_and_repeats_exactly(
     envs = report["policies"][0]["checkpoints"][0]["metrics"]["environments"]
     assert list(envs) == ["open4", "solo", "open4.vs.navigator_builtin", "open4.vs.random_builtin",
                           "open4.vs.noop_builtin"]  # fmt: skip
+
+
+def test_rating_elo_ranks_by_elote_and_results_can_too(tmp_path: Path):
+    report = _cross_play(tmp_path, "elo", rating="elo")
+    assert report["rating_system"] == "elo"
+    assert [r["name"] for r in report["ratings"]] == ["navigator", "random", "noop"]
+    elos = [r["elo"] for r in report["ratings"]]
+    assert elos == sorted(elos, reverse=True) and elos[0] > 400 > elos[-1]
+    best = best_checkpoints(f"sqlite:///{tmp_path / 'results.db'}", by="elo")
+    assert [(e.name, e.score) for e in best.best] == [(r["name"], r["elo"]) for r in report["ratings"]]
+    printed = subprocess.run(
+        [VENV_BIN / "policy-evaluator", "results", "--data-dir", str(tmp_path), "--best", "--by", "elo"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "Elo over the mixed episodes" in printed and printed.index("navigator") < printed.index("random")
 
 
 def test_cross_play_needs_two_policies_and_a_multi_agent_env(tmp_path: Path):
@@ -128,6 +157,7 @@ def test_page_shows_the_cross_play_heatmap_and_the_ratings_table(tmp_path: Path,
     for rating in report["ratings"]:
         assert f"{rating['name']}:{rating['version']}" in table
         assert f"{rating['mu']:.2f}" in table and f"{rating['ordinal']:.2f}" in table
+        assert f"{rating['elo']:.1f}" in table
     browser_page.screenshot("cross_play_ratings", "#ratings")
     browser_page.assert_clean()
 

@@ -99,6 +99,7 @@ def schema() -> None:
 class RankBy(StrEnum):
     SCORE = "score"
     RATING = "rating"
+    ELO = "elo"
 
 
 @command()
@@ -114,7 +115,9 @@ def results(
     env: Annotated[str | None, typer.Option("--env", help="With --best: rank by this environment's score.")] = None,
     by: Annotated[
         RankBy,
-        typer.Option("--by", help="With --best: rank by score, or by rating (openskill, from mixed episodes)."),
+        typer.Option(
+            "--by", help="With --best: rank by score, by rating (openskill ordinal) or by elo (from mixed episodes)."
+        ),
     ] = RankBy.SCORE,
     limit: Annotated[
         int | None,
@@ -136,9 +139,9 @@ def results(
         raise UsageError("--env ranks checkpoints: use it with --best")
     if by is not RankBy.SCORE and not best:
         raise UsageError("--by ranks checkpoints: use it with --best")
-    if by is RankBy.RATING and env is not None:
+    if by is not RankBy.SCORE and env is not None:
         raise UsageError(
-            "--by rating ranks a checkpoint over its run's mixed episodes, not per environment: drop --env"
+            f"--by {by.value} ranks a checkpoint over its run's mixed episodes, not per environment: drop --env"
         )
     url = database_url(results_db, data_dir)
     answer: queries.RecentRuns | queries.RunDetail | queries.PolicyHistory | queries.BestCheckpoints

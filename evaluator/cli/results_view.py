@@ -38,7 +38,7 @@ def empty_message(answer: Answer) -> str | None:
     if isinstance(answer, PolicyHistory) and not answer.checkpoints:
         return f"no checkpoints of {answer.policy_uri} recorded in {answer.database}"
     if isinstance(answer, BestCheckpoints) and not answer.best:
-        if answer.by == "rating":
+        if answer.by in ("rating", "elo"):
             return f"no rated checkpoints (runs with mixed episodes: --npc, --cross-play) in {answer.database}"
         scope = " or ".join(
             filter(None, [answer.suite and f"suite {answer.suite}", answer.env and f"env {answer.env}"])
@@ -104,6 +104,8 @@ def _best(best: BestCheckpoints) -> list[Table]:
     for suite in suites:
         if best.by == "rating":
             metric, column = f"{suite}: rating (openskill ordinal, mu - 3 sigma)", "ordinal"
+        elif best.by == "elo":
+            metric, column = f"{suite}: Elo over the mixed episodes' pairings", "elo"
         else:
             metric, column = (f"{suite}/{best.env}/score" if best.env else f"{suite}/score"), "score"
         table = _table(

@@ -95,12 +95,17 @@ def _vor_table(scored: list[CheckpointReport]) -> Table | None:
 def _ratings_table(report: Report) -> Table | None:
     if not report.ratings:
         return None
-    table = Table(title="ratings (openskill Plackett-Luce over the mixed episodes; ordinal = mu - 3 sigma)")
-    for column in ("policy", "mu", "sigma", "ordinal", "games"):
+    order = "Elo" if report.rating_system == "elo" else "ordinal"
+    table = Table(
+        title=f"ratings over the mixed episodes, best {order} first (openskill Plackett-Luce: ordinal = mu - 3 sigma;"
+        " elote's Elo over every pairing)"
+    )
+    for column in ("policy", "mu", "sigma", "ordinal", "elo", "games"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for rating in report.ratings:
         label = rating.policy_uri if rating.version == "co-player" else f"{rating.name}:{rating.version}"
-        table.add_row(label, f"{rating.mu:.2f}", f"{rating.sigma:.2f}", f"{rating.ordinal:.2f}", str(rating.games))
+        figures = (f"{rating.mu:.2f}", f"{rating.sigma:.2f}", f"{rating.ordinal:.2f}", f"{rating.elo:.1f}")
+        table.add_row(label, *figures, str(rating.games))
     return table
 
 

@@ -69,8 +69,8 @@ def summary_metrics(report: Report) -> dict[str, float]:
             if checkpoint.metrics.vor is not None:  # value over replacement against the --vor pool
                 metrics[f"{suite}/vor"] = checkpoint.metrics.vor.value
             rating = ratings.get(checkpoint.digest)
-            if rating is not None:  # openskill over the run's mixed episodes
-                metrics |= {f"{suite}/rating/{key}": getattr(rating, key) for key in ("mu", "sigma", "ordinal")}
+            if rating is not None:  # openskill and Elo over the run's mixed episodes
+                metrics |= {f"{suite}/rating/{key}": getattr(rating, key) for key in ("mu", "sigma", "ordinal", "elo")}
             for env, m in checkpoint.metrics.environments.items():  # mixed envs: the co-players' and everyone's
                 if m.lineup is not None:
                     metrics |= {f"{suite}/{env}/npc_score": m.npc_score, f"{suite}/{env}/all_score": m.all_score}

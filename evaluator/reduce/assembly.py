@@ -172,10 +172,10 @@ def worker_report(stats: WorkerStats) -> WorkerReport:
 
 
 def ratings_and_cross_play(
-    games: Sequence[Game], players: Mapping[str, tuple[str, str, str]]
+    games: Sequence[Game], players: Mapping[str, tuple[str, str, str]], by: str = "openskill"
 ) -> tuple[list[PolicyRating], list[CrossPlayCell]]:
-    """The report's ratings and cross-play matrix from the run's games; `players`: digest -> (policy URI, name,
-    version) of every checkpoint and co-player that may have played."""
+    """The report's ratings (best first by `by`: "openskill" or "elo") and cross-play matrix from the run's games;
+    `players`: digest -> (policy URI, name, version) of every checkpoint and co-player that may have played."""
     ratings = [
         PolicyRating(
             policy_uri=players[r.player][0],
@@ -185,9 +185,10 @@ def ratings_and_cross_play(
             mu=r.mu,
             sigma=r.sigma,
             ordinal=r.ordinal,
+            elo=r.elo,
             games=r.games,
         )
-        for r in rate(games)
+        for r in rate(games, by)
     ]
 
     def label(digest: str) -> str:

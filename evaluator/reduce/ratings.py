@@ -3,9 +3,11 @@
 Every mixed episode is a small game among the policies seated in it: each policy's result is the mean reward of
 the agents it played, and the episode ranks them by it (equal means are ties). Two figures come from these games:
 - **ratings** with the `openskill` library's Plackett-Luce model (Weng-Lin; what Softmax's Coworld leagues offer
-  beside Elo): mu, sigma and the ordinal mu - 3 sigma. No rating arithmetic is written here. Updates are applied
-  in one fixed order, sorted by (environment, episode, candidate's position in the run), never in the order
-  episodes arrived, so the same episodes give the same numbers for any number of workers;
+  beside Elo): mu, sigma and the ordinal mu - 3 sigma; and with the `elote` library's Elo (Coworld's default),
+  which rates pairs: an episode of k policies is the k(k-1)/2 pairings in it, in line-up order, each a win, loss
+  or tie by the same means. No rating arithmetic is written here. Updates are applied in one fixed order, sorted
+  by (environment, episode, candidate's position in the run), never in the order episodes arrived, so the same
+  episodes give the same numbers for any number of workers;
 - the **cross-play matrix**: for each ordered pair (a, b) that met, a's mean reward in those episodes and the share
   of them a won; b's win share against a is computed from the same episodes, so w(a, b) + w(b, a) + ties = 1.
 """
@@ -16,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from elote import EloCompetitor
 from openskill.models import PlackettLuce
 
 
@@ -49,13 +52,16 @@ class Rated:
     mu: float
     sigma: float
     ordinal: float
+    elo: float
     games: int
 
 
-def rate(games: Iterable[Game]) -> list[Rated]:
-    """Plackett-Luce ratings after every game, in `Game.order`; best ordinal first (ties by player)."""
+def rate(games: Iterable[Game], by: str = "openskill") -> list[Rated]:
+    """Plackett-Luce and Elo ratings after every game, in `Game.order`; best first by the openskill ordinal
+    (`by="openskill"`) or by Elo (`by="elo"`), ties by player."""
     model = PlackettLuce()
     ratings: dict[str, object] = {}
+    elos: dict[str, EloCompetitor] = {}
     played: dict[str, int] = defaultdict(int)
     for game in sorted(games, key=lambda g: g.order):
         teams = [[ratings.setdefault(player, model.rating(name=player))] for player in game.players]
@@ -65,11 +71,27 @@ def rate(games: Iterable[Game]) -> list[Rated]:
         for player, (updated,) in zip(game.players, model.rate(teams, ranks=ranks), strict=True):
             ratings[player] = updated
             played[player] += 1
+        _elo_pairings(game, elos)
     found = [
-        Rated(player, float(r.mu), float(r.sigma), float(r.ordinal()), played[player])  # type: ignore[attr-defined]
+        Rated(player, float(r.mu), float(r.sigma), float(r.ordinal()), float(elos[player].rating), played[player])  # type: ignore[attr-defined]
         for player, r in ratings.items()
     ]
-    return sorted(found, key=lambda r: (-r.ordinal, r.player))
+    key = (lambda r: (-r.elo, r.player)) if by == "elo" else (lambda r: (-r.ordinal, r.player))
+    return sorted(found, key=key)
+
+
+def _elo_pairings(game: Game, elos: dict[str, EloCompetitor]) -> None:
+    """One game as elote's pairwise results: every pair of its players in line-up order, by their mean rewards."""
+    for i, a in enumerate(game.players):
+        for j in range(i + 1, len(game.players)):
+            b = game.players[j]
+            first, second = elos.setdefault(a, EloCompetitor()), elos.setdefault(b, EloCompetitor())
+            if game.results[i] > game.results[j]:
+                first.beat(second)
+            elif game.results[i] < game.results[j]:
+                second.beat(first)
+            else:
+                first.tied(second)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ Keeps the seed service's JSON shape and Metta's metric names (`<suite>/score`, `
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -271,8 +273,8 @@ class OutputStatus(_Model):
 
 
 class PolicyRating(_Model):
-    """A policy's rating from the run's mixed episodes (openskill's Plackett-Luce; each episode ranks the policies
-    seated in it by their agents' mean reward)."""
+    """A policy's rating from the run's mixed episodes (each episode ranks the policies seated in it by their
+    agents' mean reward): openskill's Plackett-Luce (mu, sigma, ordinal) and elote's Elo over its pairings."""
 
     policy_uri: str
     name: str
@@ -280,7 +282,8 @@ class PolicyRating(_Model):
     digest: str
     mu: float
     sigma: float
-    ordinal: float = Field(description="mu - 3 sigma: what the ratings are sorted by")
+    ordinal: float = Field(description="mu - 3 sigma: what the ratings are sorted by with `rating_system` openskill")
+    elo: float = Field(description="Elo (elote: start 400, K 32) over every pairing in its episodes")
     games: int = Field(description="mixed episodes it played in")
 
 
@@ -308,7 +311,11 @@ class Report(_Model):
     adaptive: AdaptiveEpisodes | None = Field(default=None, description="the stopping rule, with --target-ci")
     cost: CostReport | None = Field(default=None, description="an estimate of the evaluation's compute cost")
     ratings: list[PolicyRating] = Field(
-        default_factory=list, description="from the run's mixed episodes, best ordinal first (absent without them)"
+        default_factory=list,
+        description="from the run's mixed episodes, best first by `rating_system` (absent without them)",
+    )
+    rating_system: Literal["openskill", "elo"] | None = Field(
+        default=None, description="what `ratings` are sorted by (--rating; absent without ratings)"
     )
     cross_play: list[CrossPlayCell] = Field(
         default_factory=list, description="every ordered pair of policies that met in a mixed episode"
@@ -318,7 +325,7 @@ class Report(_Model):
     def _unmixed_as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
         """A run without mixed episodes keeps the report's shape from before line-ups."""
         data = handler(self)
-        for key in ("ratings", "cross_play"):
+        for key in ("ratings", "rating_system", "cross_play"):
             if not getattr(self, key):
                 data.pop(key, None)
         return data

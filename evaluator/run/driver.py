@@ -171,8 +171,9 @@ def evaluate(
     rule = adaptive.rule if adaptive else None
     skeleton = build_report([], suite, policy_uris, config.run_name, timing, stats, rule, cost=cost)
     if collector.games:  # mixed episodes: who beat whom, and each policy's rating
-        ratings, cells = ratings_and_cross_play(collector.games, _players(collector, suite))
-        skeleton = skeleton.model_copy(update={"ratings": ratings, "cross_play": cells})
+        by = config.play.rating.value
+        ratings, cells = ratings_and_cross_play(collector.games, _players(collector, suite), by)
+        skeleton = skeleton.model_copy(update={"ratings": ratings, "rating_system": by, "cross_play": cells})
     failures = collector.failures()
     if not config.output_uri:
         page_rows = RowCollector(suite.name)
@@ -215,7 +216,7 @@ def write_scorecard(run_dir: Path, report: Report, rows: tuple[list[Row], list[s
 
 
 def _recorded(collector: Collector, skeleton: Report) -> Iterator[RecordedCheckpoint]:
-    ratings = {r.digest: r.model_dump(include={"mu", "sigma", "ordinal", "games"}) for r in skeleton.ratings}
+    ratings = {r.digest: r.model_dump(include={"mu", "sigma", "ordinal", "elo", "games"}) for r in skeleton.ratings}
     for policy in skeleton.policies:
         for checkpoint in collector.checkpoint_reports(policy.policy_uri):
             yield RecordedCheckpoint(policy.policy_uri, checkpoint, ratings.get(checkpoint.digest))

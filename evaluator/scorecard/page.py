@@ -135,7 +135,8 @@ def vor_table(rows: list[Row]) -> str:
 
 
 def ratings_table(report: Report) -> str:
-    """openskill's Plackett-Luce ratings over the run's mixed episodes, best ordinal first, with mu +- 3 sigma."""
+    """The ratings over the run's mixed episodes (openskill's Plackett-Luce with mu +- 3 sigma, and elote's Elo), in
+    the report's order (`rating_system`)."""
     found = [
         [
             rating.policy_uri if rating.version == "co-player" else f"{rating.name}:{rating.version}",
@@ -143,12 +144,14 @@ def ratings_table(report: Report) -> str:
             f"{rating.sigma:.2f}",
             f"{rating.ordinal:.2f}",
             f"[{rating.mu - 3 * rating.sigma:.2f}, {rating.mu + 3 * rating.sigma:.2f}]",
+            f"{rating.elo:.1f}",
             rating.games,
         ]
         for rating in report.ratings
     ]
-    header = ["policy", "mu", "sigma", "ordinal (mu - 3 sigma)", "mu +- 3 sigma", "episodes"]
-    return _table("ratings (openskill, Plackett-Luce)", header, found, "ratings")
+    header = ["policy", "mu", "sigma", "ordinal (mu - 3 sigma)", "mu +- 3 sigma", "Elo", "episodes"]
+    order = "Elo" if report.rating_system == "elo" else "ordinal"
+    return _table(f"ratings (openskill Plackett-Luce, and Elo), best {order} first", header, found, "ratings")
 
 
 def lineups_table(rows: list[Row], envs: list[str]) -> str:

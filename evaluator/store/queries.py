@@ -86,7 +86,7 @@ class Ranked(BaseModel):
     digest: str
     uri: str
     score: float
-    """What the checkpoint is ranked by: its (suite or environment) score, or its rating's ordinal."""
+    """What the checkpoint is ranked by: its (suite or environment) score, or its rating's ordinal or Elo."""
     run: str
     finished: str | None
     mu: float | None = None
@@ -272,13 +272,13 @@ def _latest_scored(url: str, suite: str | None = None) -> dict[str, list[Row[Any
 
 
 def _ranked(rows: list[Row[Any]], env: str | None, limit: int, by: str = "score") -> list[Ranked]:
-    """The `limit` best of `rows` by suite score or, with `env`, by that environment's score, or (`by="rating"`)
-    by the ordinal of the rating the run's mixed episodes gave it (rows without it are left out); ties by
-    digest."""
+    """The `limit` best of `rows` by suite score or, with `env`, by that environment's score, or (`by="rating"`,
+    `"elo"`) by the ordinal or the Elo of the rating the run's mixed episodes gave it (rows without it are left
+    out); ties by digest."""
 
     def score_of(row: Row[Any]) -> float | None:
-        if by == "rating":
-            return (row.rating or {}).get("ordinal")
+        if by in ("rating", "elo"):
+            return (row.rating or {}).get("ordinal" if by == "rating" else "elo")
         return row.score if env is None else (row.env_scores or {}).get(env)
 
     scored = sorted(((score_of(r), r) for r in rows if score_of(r) is not None), key=lambda p: (-p[0], p[1].digest))
@@ -306,7 +306,8 @@ def best_checkpoints(
 ) -> BestCheckpoints:
     """The `limit` best checkpoints of each suite (or only `suite`), by suite score or, with `env`, by that
     environment's score, or by rating (`by="rating"`: the ordinal of the openskill rating of the run's mixed
-    episodes); a checkpoint is one digest wherever it was found, worth its latest scored run."""
+    episodes; `by="elo"`: their Elo); a checkpoint is one digest wherever it was found, worth its latest scored
+    run."""
     best = [entry for rows in _latest_scored(url, suite).values() for entry in _ranked(rows, env, limit, by)]
     return BestCheckpoints(database=masked(url), suite=suite, env=env, limit=limit, best=best, by=by)
 

@@ -33,7 +33,7 @@ class RecordedCheckpoint:
     policy_uri: str
     report: CheckpointReport
     rating: dict | None = None
-    """`{mu, sigma, ordinal, games}` from the run's mixed episodes (`Report.ratings`); None without them."""
+    """`{mu, sigma, ordinal, elo, games}` from the run's mixed episodes (`Report.ratings`); None without them."""
 
 
 class RunLog:
