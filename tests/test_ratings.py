@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from evaluator.reduce.ratings import Game, cross_play, game_of, rate
 from evaluator.reduce.report import Report
 from evaluator.run.driver import evaluate
 from evaluator.scorecard.listing import leaderboard_page
-from evaluator.store.queries import best_checkpoints, leaderboard
+from evaluator.store.queries import best_checkpoints, leaderboard, run_detail
 from sim.errors import UsageError
 
 SUITE = """
@@ -126,6 +127,19 @@ def test_rating_elo_ranks_by_elote_and_results_can_too(tmp_path: Path):
     assert "Elo over the mixed episodes" in printed and printed.index("navigator") < printed.index("random")
 
 
+def test_adaptive_episodes_size_the_cross_play_pairings_too(tmp_path: Path):
+    report = _cross_play(tmp_path, "adaptive", target_ci=0.3, min_episodes=4, max_episodes=12, episodes=None)
+    assert report["adaptive"]["target_ci"] == 0.3
+    played = []
+    for policy in report["policies"]:
+        envs = policy["checkpoints"][0]["metrics"]["environments"]
+        pairings = {name: env for name, env in envs.items() if ".vs." in name}
+        assert len(pairings) == 3 and all(4 <= env["episodes"] <= 12 for env in pairings.values())
+        played += [env["episodes"] for env in pairings.values()]
+    assert min(played) == 4 and max(played) > 4  # each pairing stopped by its own interval
+    assert [r["name"] for r in report["ratings"]][0] == "navigator"
+
+
 def test_cross_play_needs_two_policies_and_a_multi_agent_env(tmp_path: Path):
     with pytest.raises(UsageError, match="at least 2 policies"):
         _cross_play(tmp_path, "one", policy_uris=("builtin://noop",))
@@ -176,6 +190,28 @@ def test_results_and_the_leaderboard_rank_by_rating(tmp_path: Path):
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "rating (openskill ordinal" in printed and printed.index("navigator") < printed.index("random")
+    detail = run_detail(url, "rated")
+    navigator = detail.checkpoints[0]
+    assert navigator.rating == {k: report["ratings"][0][k] for k in ("mu", "sigma", "ordinal", "elo", "games")}
+    envs = report["policies"][0]["checkpoints"][0]["metrics"]["environments"]
+    assert (
+        navigator.mixed
+        == {
+            "environments": {
+                name: {key: env[key] for key in ("score", "npc_score", "all_score")}
+                for name, env in envs.items()
+                if "lineup" in env
+            },
+            "vor": None,
+        }
+        and len(navigator.mixed["environments"]) == 3
+    )
+    shown = subprocess.run(
+        [VENV_BIN / "policy-evaluator", "results", "--data-dir", str(tmp_path), "--run", "rated"],
+        capture_output=True, text=True, check=True, env=os.environ | {"COLUMNS": "200"},
+    ).stdout  # fmt: skip
+    assert "mixed line-ups" in shown and "open4.vs.random_builtin" in shown and "npc_score" in shown
+    assert "ratings and value over replacement" in shown and f"{report['ratings'][0]['elo']:.1f}" in shown
     refused = subprocess.run(
         [VENV_BIN / "policy-evaluator", "results", "--data-dir", str(tmp_path), "--by", "rating"],
         capture_output=True, text=True,

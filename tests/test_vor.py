@@ -13,6 +13,7 @@ from evaluator.config import EvalConfig
 from evaluator.reduce.vor import vor_metrics
 from evaluator.run.driver import evaluate
 from evaluator.run.lineup import vor_suite
+from evaluator.store.queries import run_detail
 from sim.envs import EnvSpec, RandomMap
 from sim.errors import UsageError
 from sim.lineup import CoPlayer, vor_seats
@@ -91,6 +92,9 @@ def test_navigator_is_worth_more_than_a_noop_pool_and_noop_is_worth_nothing(tmp_
     assert navigator["suite_scores"]["vor4/score"] == navigator["environments"]["open4"]["score"]
     noop = _run(tmp_path, "noop", "builtin://noop")["policies"][0]["checkpoints"][0]["metrics"]
     assert noop["vor"]["value"] == 0 and noop["vor"]["verdict"] == "no difference"
+    recorded = run_detail(f"sqlite:///{tmp_path / 'results.db'}", "navigator").checkpoints[0]
+    assert recorded.mixed["vor"] == navigator["vor"]["value"]  # what `results --run` shows
+    assert set(recorded.mixed["environments"]) == {"open4.vor.k2", "open4.vor.k1", "open4.vor.k0"}  # k = 4: alone
 
 
 def test_vor_needs_a_multi_agent_environment(tmp_path: Path):

@@ -51,7 +51,7 @@ def tables(answer: Answer) -> list[Table]:
     if isinstance(answer, RecentRuns):
         return [_runs(answer.runs, f"recent runs in {answer.database}")]
     if isinstance(answer, RunDetail):
-        return [_runs([answer.run], f"run {answer.run.name}"), _run_checkpoints(answer)]
+        return [_runs([answer.run], f"run {answer.run.name}"), _run_checkpoints(answer), *_run_mixed_play(answer)]
     if isinstance(answer, PolicyHistory):
         return [_policy(answer)]
     return _best(answer)
@@ -83,6 +83,33 @@ def _run_checkpoints(detail: RunDetail) -> Table:
     for c in detail.checkpoints:
         table.add_row(str(c.position), c.policy_uri, c.name, c.version, short(c.digest), _score(c.score), c.error or "")
     return table
+
+
+def _run_mixed_play(detail: RunDetail) -> list[Table]:
+    """The run's mixed play, when it had any: per checkpoint and mixed environment its own, the co-players' and
+    everyone's mean reward; per rated checkpoint its VOR and ratings."""
+    found = []
+    mixed = [c for c in detail.checkpoints if c.mixed and c.mixed["environments"]]
+    if mixed:
+        table = _table("mixed line-ups (mean reward per agent)", "#", "checkpoint", "environment", "score",
+                       "npc_score", "all_score", right=("#", "score", "npc_score", "all_score"))  # fmt: skip
+        for c in mixed:
+            for env, figures in c.mixed["environments"].items():
+                scores = (_score(figures[key]) for key in ("score", "npc_score", "all_score"))
+                table.add_row(str(c.position), f"{c.name}:{c.version}", env, *scores)
+        found.append(table)
+    rated = [c for c in detail.checkpoints if c.rating or (c.mixed and c.mixed["vor"] is not None)]
+    if rated:
+        table = _table("ratings and value over replacement", "#", "checkpoint", "VOR", "ordinal", "mu", "sigma",
+                       "elo", "games", right=("#", "VOR", "ordinal", "mu", "sigma", "elo", "games"))  # fmt: skip
+        for c in rated:
+            rating = c.rating or {}
+            figures = [_score(rating.get(key)) for key in ("ordinal", "mu", "sigma")]
+            elo = "-" if rating.get("elo") is None else f"{rating['elo']:.1f}"
+            vor = _score(c.mixed["vor"] if c.mixed else None)
+            table.add_row(str(c.position), f"{c.name}:{c.version}", vor, *figures, elo, str(rating.get("games", "-")))
+        found.append(table)
+    return found
 
 
 def _policy(history: PolicyHistory) -> Table:

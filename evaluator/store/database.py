@@ -25,7 +25,7 @@ from sim.errors import ServiceUnavailable, UsageError, first_line
 logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_VERSION = "0004"
+SCHEMA_VERSION = "0005"
 """The latest revision in `migrations/versions/` (a test checks they agree)."""
 _ENGINES: dict[str, Engine] = {}
 """One engine (and its connection pool) per URL and process."""

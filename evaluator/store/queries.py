@@ -49,6 +49,10 @@ class RunCheckpoint(BaseModel):
     digest: str
     score: float | None
     error: str | None
+    rating: dict | None = None
+    """`{mu, sigma, ordinal, elo, games}` from the run's mixed episodes."""
+    mixed: dict | None = None
+    """`{environments: {env: {score, npc_score, all_score}}, vor}` from its mixed line-ups."""
 
 
 class RunDetail(BaseModel):
@@ -186,6 +190,8 @@ def run_detail(url: str, name: str) -> RunDetail:
                 digest=r.digest,
                 score=r.score,
                 error=r.error,
+                rating=r.rating,
+                mixed=r.mixed,
             )
             for r in rows
         ],

@@ -36,6 +36,23 @@ class RecordedCheckpoint:
     """`{mu, sigma, ordinal, elo, games}` from the run's mixed episodes (`Report.ratings`); None without them."""
 
 
+def mixed_play(report: CheckpointReport) -> dict | None:
+    """What the checkpoint's mixed line-ups gave it: per mixed environment its own, the co-players' and everyone's
+    mean reward, and its value over replacement; None when it played no mixed environment."""
+    metrics = report.metrics
+    if metrics is None:
+        return None
+    environments = {
+        env: {"score": m.score, "npc_score": m.npc_score, "all_score": m.all_score}
+        for env, m in metrics.environments.items()
+        if m.lineup is not None
+    }
+    vor = metrics.vor.value if metrics.vor is not None else None
+    if not environments and vor is None:
+        return None
+    return {"environments": environments, "vor": vor}
+
+
 class RunLog:
     """Records one run; `run_id` is what its episodes reference."""
 
@@ -95,6 +112,7 @@ class RunLog:
             "env_scores": {env: m.score for env, m in metrics.environments.items()} if metrics else None,
             "error": report.error,
             "rating": checkpoint.rating,
+            "mixed": mixed_play(report),
         }
 
     @staticmethod

@@ -58,9 +58,10 @@ run_checkpoints = Table(
     Column("env_scores", JSON),
     Column("error", Text),
     Column("rating", JSON),
+    Column("mixed", JSON),
 )
 """Which checkpoints a run evaluated, in its order, with the suite score and per-environment scores it
-reported (or its error), and the rating its mixed episodes gave it."""
+reported (or its error), the rating its mixed episodes gave it, and what its mixed line-ups scored."""
 
 episodes = Table(
     "episodes",
